@@ -1,0 +1,34 @@
+{
+  "variables": {
+    "sources_json": "<(module_root_dir)/native/sources.json"
+  },
+  "target_defaults": {
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wno-unused-parameter"],
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "xcode_settings": {"GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17"},
+    "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1}}
+  },
+  "targets": [
+    {
+      "target_name": "laminate_avx2",
+      "type": "static_library",
+      "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx2.sources.join(' ')\")"],
+      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx2.flags.join(' ')\")"]
+    },
+    {
+      "target_name": "laminate_avx512",
+      "type": "static_library",
+      "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512.sources.join(' ')\")"],
+      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+    },
+    {
+      "target_name": "laminate",
+      "dependencies": ["laminate_avx2", "laminate_avx512"],
+      "sources": ["<!@(node -p \"require('./native/sources.json').common.join(' ')\")"],
+      "cflags": ["-pthread"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,20 @@
+/** An error about a file that laminate was asked to read: names the file and what is wrong. */
+export class FormatError extends Error {
+  override name = 'FormatError';
+  constructor(
+    readonly file: string,
+    message: string,
+    readonly tensor?: string,
+  ) {
+    super(`${file}: ${tensor !== undefined ? `tensor '${tensor}': ` : ''}${message}`);
+  }
+}
+
+/** Thrown (or used to reject) when an AbortSignal stops a job. */
+export function abortError(signal?: AbortSignal): Error {
+  const reason: unknown = signal?.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  const err = new Error('The operation was aborted', reason !== undefined ? { cause: reason } : undefined);
+  err.name = 'AbortError';
+  return err;
+}

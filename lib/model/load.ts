@@ -1,0 +1,99 @@
+// loadModel: a directory on disk becomes a running model. Reads config.json and the
+// safetensors headers, checks them, builds the layer plan, maps the weights in native
+// code and touches them off the JS thread (with progress and abort).
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+import { abortError } from '../errors.js';
+import { abortFlag, native } from '../native.js';
+import { readCheckpoint } from './checkpoint.js';
+import { readConfig } from './config.js';
+import { Model } from './model.js';
+import { checkpointPlan, resolvePlan } from './plan.js';
+
+export interface LoadProgress {
+  phase: 'headers' | 'weights';
+  /** Bytes of weights touched so far, and in all. */
+  loaded: number;
+  total: number;
+}
+
+export interface LoadOptions {
+  /** Only 'cpu' for now ('auto' picks it). */
+  device?: 'cpu' | 'auto';
+  /** Compute threads; default the number of physical cores. */
+  threads?: number;
+  /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx512'. */
+  isa?: 'auto' | 'scalar' | 'avx2' | 'avx512';
+  /** Longest sequence, in tokens; default min(max_position_embeddings, 8192). */
+  contextSize?: number;
+  /** KV cache capacity over all sequences, in tokens; default contextSize. Memory is taken as pages fill. */
+  kvCacheTokens?: number;
+  onProgress?: (progress: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'onProgress', 'signal']);
+
+function positiveInteger(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer (got ${String(value)})`);
+  return value;
+}
+
+async function generationEos(dir: string): Promise<number[]> {
+  try {
+    const json = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8')) as { eos_token_id?: unknown };
+    const v = json.eos_token_id;
+    const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
+    return list.filter((t): t is number => Number.isSafeInteger(t) && t >= 0);
+  } catch {
+    return [];
+  }
+}
+
+/** Loads a Hugging Face model directory (config.json + safetensors, single or sharded). */
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('loadModel: a model directory is required');
+  for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
+  const device = options.device ?? 'auto';
+  if (device !== 'cpu' && device !== 'auto') throw new Error(`loadModel: device '${String(device)}' is not available in this build (cpu)`);
+  const threads = positiveInteger(options.threads, 'threads') ?? 0;
+  const { signal, onProgress } = options;
+  if (signal?.aborted) throw abortError(signal);
+
+  dir = resolve(dir);
+  const config = await readConfig(dir);
+  const eos = await generationEos(dir);
+  for (const t of eos) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
+  const checkpoint = await readCheckpoint(dir);
+  onProgress?.({ phase: 'headers', loaded: 0, total: checkpoint.bytes });
+  if (signal?.aborted) throw abortError(signal);
+
+  const contextSize = positiveInteger(options.contextSize, 'contextSize') ?? Math.min(config.maxPositionEmbeddings, 8192);
+  const kvCacheTokens = positiveInteger(options.kvCacheTokens, 'kvCacheTokens') ?? contextSize;
+  const isa = options.isa ?? (process.env['LAMINATE_ISA'] || 'auto');
+  const spec = resolvePlan(config, checkpoint, checkpointPlan(config), { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
+
+  const addon = native();
+  const engine = new addon.Engine(spec);
+  const abort = abortFlag(signal);
+  try {
+    await engine.prefault(onProgress ? (loaded, total) => onProgress({ phase: 'weights', loaded, total }) : undefined, abort.flag);
+  } catch (e) {
+    engine.dispose();
+    if ((e as Error).name === 'AbortError') throw abortError(signal);
+    throw e;
+  } finally {
+    abort.release();
+  }
+  const info = engine.info();
+  return new Model(config, engine, {
+    dir,
+    device: 'cpu',
+    isa: info.isa,
+    threads: info.threads,
+    weightBytes: info.mappedBytes,
+    contextSize,
+  });
+}

@@ -1,0 +1,113 @@
+// Finds and loads the native addon: a prebuilt binary from prebuilds/ when one matches this
+// platform, else the one built from source in build/. A CUDA variant will be looked up
+// here as well when the device asks for it.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeTensor {
+  name: string;
+  file: number;
+  offset: number;
+  bytes: number;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+}
+
+export interface NativeLayer {
+  inputNorm: number;
+  postAttentionNorm: number;
+  q: number;
+  k: number;
+  v: number;
+  o: number;
+  gate: number;
+  up: number;
+  down: number;
+  qBias?: number;
+  kBias?: number;
+  vBias?: number;
+  oBias?: number;
+}
+
+export interface NativeModelSpec {
+  files: string[];
+  tensors: NativeTensor[];
+  shape: {
+    hiddenSize: number;
+    intermediateSize: number;
+    numAttentionHeads: number;
+    numKeyValueHeads: number;
+    headDim: number;
+    vocabSize: number;
+    rmsNormEps: number;
+    slidingWindow: number;
+    contextSize: number;
+    ropeInvFreq: number[];
+  };
+  embedding: number;
+  finalNorm: number;
+  lmHead: number;
+  layers: NativeLayer[];
+  isa: string;
+  threads: number;
+  kvPageSize: number;
+  kvCacheTokens: number;
+}
+
+export interface NativeStepEntry {
+  sequence: number;
+  tokens: Int32Array;
+  /** 0: none, 1: last position, 2: every position */
+  logits: 0 | 1 | 2;
+}
+
+export interface NativeEngine {
+  prefault(onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
+  step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<{ logits: Float32Array; rows: number[] }>;
+  createSequence(): number;
+  freeSequence(id: number): void;
+  sequenceLength(id: number): number;
+  truncateSequence(id: number, length: number): void;
+  cacheStats(): { pageSize: number; pagesInUse: number; maxPages: number; bytesAllocated: number };
+  info(): { device: string; isa: string; threads: number; mappedBytes: number; layers: number };
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  Engine: new (spec: NativeModelSpec) => NativeEngine;
+  cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };
+  backend: string;
+}
+
+/** The package root: one level above lib/ (sources) or dist/ (compiled). */
+export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+let addon: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (!addon) {
+    const require = createRequire(import.meta.url);
+    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    try {
+      addon = load(packageRoot);
+    } catch (e) {
+      throw new Error(
+        `laminate: the native addon could not be loaded (${(e as Error).message}). ` +
+          'Run `npm rebuild laminate` to build it from source.',
+        { cause: e },
+      );
+    }
+  }
+  return addon;
+}
+
+/** A flag that native jobs poll: element 0 becomes 1 when the signal aborts. */
+export function abortFlag(signal: AbortSignal | undefined): { flag: Int32Array | undefined; release(): void } {
+  if (!signal) return { flag: undefined, release() {} };
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const onAbort = () => Atomics.store(flag, 0, 1);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return { flag, release: () => signal.removeEventListener('abort', onAbort) };
+}

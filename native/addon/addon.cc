@@ -1,0 +1,377 @@
+// The N-API boundary: one JS class per native handle (Engine), argument checks, and async
+// workers that run loading and forward passes off the JS thread.
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/cpu_features.h"
+#include "../core/error.h"
+#include "../core/thread_pool.h"
+#include "../engine/engine.h"
+#include "args.h"
+
+namespace laminate {
+namespace {
+
+DType parse_dtype(const std::string& s, const std::string& where) {
+  if (s == "F32") return DType::F32;
+  if (s == "F16") return DType::F16;
+  if (s == "BF16") return DType::BF16;
+  throw Error(where + ": unsupported dtype '" + s + "'");
+}
+
+int optional_index(const Napi::Object& o, const char* key, const std::string& where, int64_t count) {
+  if (!o.Has(key) || o.Get(key).IsUndefined() || o.Get(key).IsNull()) return -1;
+  return static_cast<int>(to_integer(o.Get(key), where + "." + key, 0, count - 1));
+}
+
+ModelSpec parse_spec(const Napi::Object& js) {
+  ModelSpec spec;
+  const std::string w = "model spec";
+  Napi::Array files = array_field(js, "files", w);
+  for (uint32_t i = 0; i < files.Length(); i++) {
+    Napi::Value f = files.Get(i);
+    if (!f.IsString()) throw Error(w + ".files[" + std::to_string(i) + "] must be a string");
+    spec.files.push_back(f.As<Napi::String>().Utf8Value());
+  }
+  Napi::Array tensors = array_field(js, "tensors", w);
+  const int64_t n_tensors = tensors.Length();
+  for (uint32_t i = 0; i < tensors.Length(); i++) {
+    const std::string tw = w + ".tensors[" + std::to_string(i) + "]";
+    Napi::Object t = object_at(tensors.Get(i), tw);
+    TensorSpec ts;
+    ts.name = string_field(t, "name", tw);
+    ts.file = static_cast<int>(int_field(t, "file", tw, 0, static_cast<int64_t>(spec.files.size()) - 1));
+    ts.offset = static_cast<uint64_t>(int_field(t, "offset", tw, 0, kMaxSafeInteger));
+    ts.bytes = static_cast<uint64_t>(int_field(t, "bytes", tw, 0, kMaxSafeInteger));
+    ts.dtype = parse_dtype(string_field(t, "dtype", tw), tw);
+    Napi::Array shape = array_field(t, "shape", tw);
+    if (shape.Length() > 8) throw Error(tw + ": too many dimensions");
+    for (uint32_t d = 0; d < shape.Length(); d++)
+      ts.shape.push_back(to_integer(shape.Get(d), tw + ".shape", 0, kMaxSafeInteger));
+    spec.tensors.push_back(std::move(ts));
+  }
+  const std::string cw = w + ".shape";
+  Napi::Object s = object_at(field(js, "shape", w), cw);
+  const int64_t big = 1 << 24;
+  spec.shape.hidden = static_cast<int>(int_field(s, "hiddenSize", cw, 1, big));
+  spec.shape.intermediate = static_cast<int>(int_field(s, "intermediateSize", cw, 1, big));
+  spec.shape.heads = static_cast<int>(int_field(s, "numAttentionHeads", cw, 1, 65536));
+  spec.shape.kv_heads = static_cast<int>(int_field(s, "numKeyValueHeads", cw, 1, 65536));
+  spec.shape.head_dim = static_cast<int>(int_field(s, "headDim", cw, 2, 65536));
+  spec.shape.vocab = static_cast<int>(int_field(s, "vocabSize", cw, 1, big));
+  spec.shape.rms_norm_eps = static_cast<float>(to_number(field(s, "rmsNormEps", cw), cw + ".rmsNormEps"));
+  spec.shape.sliding_window = static_cast<int>(int_field(s, "slidingWindow", cw, 0, INT32_MAX));
+  spec.shape.context = static_cast<int>(int_field(s, "contextSize", cw, 1, INT32_MAX));
+  Napi::Array inv = array_field(s, "ropeInvFreq", cw);
+  for (uint32_t i = 0; i < inv.Length(); i++)
+    spec.shape.rope_inv_freq.push_back(to_number(inv.Get(i), cw + ".ropeInvFreq"));
+  spec.embedding = static_cast<int>(int_field(js, "embedding", w, 0, n_tensors - 1));
+  spec.final_norm = static_cast<int>(int_field(js, "finalNorm", w, 0, n_tensors - 1));
+  spec.lm_head = static_cast<int>(int_field(js, "lmHead", w, 0, n_tensors - 1));
+  Napi::Array layers = array_field(js, "layers", w);
+  for (uint32_t i = 0; i < layers.Length(); i++) {
+    const std::string lw = w + ".layers[" + std::to_string(i) + "]";
+    Napi::Object l = object_at(layers.Get(i), lw);
+    LayerSpec ls;
+    auto req = [&](const char* key) { return static_cast<int>(int_field(l, key, lw, 0, n_tensors - 1)); };
+    ls.input_norm = req("inputNorm");
+    ls.post_attention_norm = req("postAttentionNorm");
+    ls.q = req("q");
+    ls.k = req("k");
+    ls.v = req("v");
+    ls.o = req("o");
+    ls.gate = req("gate");
+    ls.up = req("up");
+    ls.down = req("down");
+    ls.q_bias = optional_index(l, "qBias", lw, n_tensors);
+    ls.k_bias = optional_index(l, "kBias", lw, n_tensors);
+    ls.v_bias = optional_index(l, "vBias", lw, n_tensors);
+    ls.o_bias = optional_index(l, "oBias", lw, n_tensors);
+    spec.layers.push_back(ls);
+  }
+  spec.isa = string_field(js, "isa", w);
+  spec.threads = static_cast<int>(int_field(js, "threads", w, 0, 256));
+  spec.kv_page_size = static_cast<int>(int_field(js, "kvPageSize", w, 1, 4096));
+  spec.kv_max_tokens = static_cast<int>(int_field(js, "kvCacheTokens", w, 1, INT32_MAX));
+  return spec;
+}
+
+// An optional Int32Array over a SharedArrayBuffer: element 0 set to non-zero asks a running
+// job to stop. The reference keeps its memory alive while the job runs.
+struct AbortFlag {
+  Napi::Reference<Napi::Int32Array> ref;
+  const std::atomic<int32_t>* flag = nullptr;
+
+  AbortFlag(const Napi::Value& v) {
+    if (v.IsUndefined() || v.IsNull()) return;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Error("abort flag must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    if (a.ElementLength() < 1) throw Error("abort flag must have one element");
+    ref = Napi::Persistent(a);
+    flag = reinterpret_cast<const std::atomic<int32_t>*>(a.Data());
+  }
+};
+
+Napi::Error js_error(Napi::Env env, const std::exception& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  if (dynamic_cast<const Aborted*>(&e)) err.Set("name", Napi::String::New(env, "AbortError"));
+  return err;
+}
+
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<StepEntry> entries, const Napi::Value& abort)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(engine)),
+        entries_(std::move(entries)), abort_(abort) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      engine_->step(entries_, result_, abort_.flag);
+    } catch (const Aborted&) {
+      aborted_ = true;
+      SetError("aborted");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Float32Array logits = Napi::Float32Array::New(env, result_.logits.size());
+    std::copy(result_.logits.begin(), result_.logits.end(), logits.Data());
+    Napi::Array rows = Napi::Array::New(env, result_.rows.size());
+    for (size_t i = 0; i < result_.rows.size(); i++) rows.Set(static_cast<uint32_t>(i), result_.rows[i]);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("logits", logits);
+    out.Set("rows", rows);
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override {
+    if (aborted_) e.Set("name", Napi::String::New(Env(), "AbortError"));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Engine> engine_;
+  std::vector<StepEntry> entries_;
+  AbortFlag abort_;
+  StepResult result_;
+  bool aborted_ = false;
+};
+
+struct Progress {
+  double done, total;
+};
+
+class PrefaultWorker : public Napi::AsyncProgressWorker<Progress> {
+ public:
+  PrefaultWorker(Napi::Env env, std::shared_ptr<Engine> engine, const Napi::Value& on_progress, const Napi::Value& abort)
+      : Napi::AsyncProgressWorker<Progress>(env), deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(std::move(engine)), abort_(abort) {
+    if (on_progress.IsFunction()) callback_ = Napi::Persistent(on_progress.As<Napi::Function>());
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute(const ExecutionProgress& progress) override {
+    try {
+      engine_->prefault(abort_.flag, [&](uint64_t done, uint64_t total) {
+        Progress p{static_cast<double>(done), static_cast<double>(total)};
+        progress.Send(&p, 1);
+      });
+    } catch (const Aborted&) {
+      aborted_ = true;
+      SetError("aborted");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnProgress(const Progress* p, size_t count) override {
+    if (callback_.IsEmpty() || count == 0) return;
+    Napi::Env env = Env();
+    callback_.Call({Napi::Number::New(env, p[count - 1].done), Napi::Number::New(env, p[count - 1].total)});
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override {
+    if (aborted_) e.Set("name", Napi::String::New(Env(), "AbortError"));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Engine> engine_;
+  Napi::FunctionReference callback_;
+  AbortFlag abort_;
+  bool aborted_ = false;
+};
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "Engine",
+                       {
+                           InstanceMethod("prefault", &EngineWrap::prefault),
+                           InstanceMethod("step", &EngineWrap::step),
+                           InstanceMethod("createSequence", &EngineWrap::create_sequence),
+                           InstanceMethod("freeSequence", &EngineWrap::free_sequence),
+                           InstanceMethod("sequenceLength", &EngineWrap::sequence_length),
+                           InstanceMethod("truncateSequence", &EngineWrap::truncate_sequence),
+                           InstanceMethod("cacheStats", &EngineWrap::cache_stats),
+                           InstanceMethod("info", &EngineWrap::info),
+                           InstanceMethod("dispose", &EngineWrap::dispose),
+                       });
+  }
+
+  explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    Napi::Env env = info.Env();
+    try {
+      if (info.Length() < 1) throw Error("Engine: a model spec is required");
+      ModelSpec spec = parse_spec(object_at(info[0], "model spec"));
+      engine_ = std::make_shared<Engine>(spec);
+    } catch (const std::exception& e) {
+      js_error(env, e).ThrowAsJavaScriptException();
+    }
+  }
+
+ private:
+  Engine& live() {
+    if (!engine_) throw Error("the model has been disposed");
+    return *engine_;
+  }
+
+  template <class F>
+  Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      js_error(info.Env(), e).ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+  }
+
+  Napi::Value prefault(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      live();
+      auto* w = new PrefaultWorker(info.Env(), engine_, info[0], info[1]);
+      Napi::Promise p = w->promise();
+      w->Queue();
+      return p;
+    });
+  }
+
+  Napi::Value step(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      live();
+      if (!info[0].IsArray()) throw Error("step: the batch must be an array");
+      Napi::Array batch = info[0].As<Napi::Array>();
+      std::vector<StepEntry> entries;
+      for (uint32_t i = 0; i < batch.Length(); i++) {
+        const std::string where = "step: batch[" + std::to_string(i) + "]";
+        Napi::Object o = object_at(batch.Get(i), where);
+        StepEntry e;
+        e.sequence = static_cast<int>(int_field(o, "sequence", where, 0, INT32_MAX));
+        Napi::Value toks = field(o, "tokens", where);
+        if (!toks.IsTypedArray() || toks.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+          throw Error(where + ".tokens must be an Int32Array");
+        Napi::Int32Array ta = toks.As<Napi::Int32Array>();
+        e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
+        e.logits = static_cast<LogitsWanted>(int_field(o, "logits", where, 0, 2));
+        entries.push_back(std::move(e));
+      }
+      auto* w = new StepWorker(info.Env(), engine_, std::move(entries), info[1]);
+      Napi::Promise p = w->promise();
+      w->Queue();
+      return p;
+    });
+  }
+
+  Napi::Value create_sequence(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value { return Napi::Number::New(info.Env(), live().create_sequence()); });
+  }
+
+  Napi::Value free_sequence(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      if (engine_) engine_->free_sequence(static_cast<int>(to_integer(info[0], "sequence", 0, INT32_MAX)));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value sequence_length(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      return Napi::Number::New(info.Env(), live().sequence_length(static_cast<int>(to_integer(info[0], "sequence", 0, INT32_MAX))));
+    });
+  }
+
+  Napi::Value truncate_sequence(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      live().truncate_sequence(static_cast<int>(to_integer(info[0], "sequence", 0, INT32_MAX)),
+                               static_cast<int>(to_integer(info[1], "length", 0, INT32_MAX)));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value cache_stats(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      Engine::CacheStats s = live().cache_stats();
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("pageSize", s.page_size);
+      o.Set("pagesInUse", s.pages_in_use);
+      o.Set("maxPages", s.max_pages);
+      o.Set("bytesAllocated", static_cast<double>(s.bytes_allocated));
+      return o;
+    });
+  }
+
+  Napi::Value info(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      Engine& e = live();
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("device", "cpu");
+      o.Set("isa", e.isa());
+      o.Set("threads", e.threads());
+      o.Set("mappedBytes", static_cast<double>(e.mapped_bytes()));
+      o.Set("layers", e.layers());
+      return o;
+    });
+  }
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    // Running jobs hold their own reference; the engine is freed when the last one ends.
+    engine_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Engine> engine_;
+};
+
+Napi::Value cpu_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array isas = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (Isa isa : supported_isas()) isas.Set(i++, isa_name(isa));
+  o.Set("isas", isas);
+  o.Set("best", isa_name(best_isa()));
+  o.Set("avx512bf16", cpu_features().avx512bf16);
+  o.Set("physicalCores", default_thread_count());
+  return o;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", EngineWrap::define(env));
+  exports.Set("cpuInfo", Napi::Function::New(env, cpu_info));
+  exports.Set("backend", "cpu");
+  return exports;
+}
+
+}  // namespace
+}  // namespace laminate
+
+static Napi::Object init_module(Napi::Env env, Napi::Object exports) { return laminate::init(env, exports); }
+
+NODE_API_MODULE(laminate, init_module)

@@ -1,0 +1,56 @@
+// Checked reading of values that arrive from JavaScript. Every accessor throws
+// laminate::Error with the field's name when the value is missing or of the wrong kind.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "../core/error.h"
+
+namespace laminate {
+
+inline Napi::Value field(const Napi::Object& o, const char* key, const std::string& where) {
+  if (!o.Has(key)) throw Error(where + ": missing '" + key + "'");
+  return o.Get(key);
+}
+
+inline double to_number(const Napi::Value& v, const std::string& what) {
+  if (!v.IsNumber()) throw Error(what + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw Error(what + " must be finite");
+  return d;
+}
+
+inline int64_t to_integer(const Napi::Value& v, const std::string& what, int64_t lo, int64_t hi) {
+  double d = to_number(v, what);
+  if (d != std::floor(d) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw Error(what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return static_cast<int64_t>(d);
+}
+
+inline int64_t int_field(const Napi::Object& o, const char* key, const std::string& where, int64_t lo, int64_t hi) {
+  return to_integer(field(o, key, where), where + "." + key, lo, hi);
+}
+
+inline std::string string_field(const Napi::Object& o, const char* key, const std::string& where) {
+  Napi::Value v = field(o, key, where);
+  if (!v.IsString()) throw Error(where + "." + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+inline Napi::Array array_field(const Napi::Object& o, const char* key, const std::string& where) {
+  Napi::Value v = field(o, key, where);
+  if (!v.IsArray()) throw Error(where + "." + key + " must be an array");
+  return v.As<Napi::Array>();
+}
+
+inline Napi::Object object_at(const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || v.IsArray()) throw Error(what + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+constexpr int64_t kMaxSafeInteger = 9007199254740991LL;
+
+}  // namespace laminate

@@ -1,0 +1,83 @@
+#include "cpu_features.h"
+
+#include "error.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define LAMINATE_X86 1
+#endif
+
+namespace laminate {
+
+#ifdef LAMINATE_X86
+static uint64_t read_xcr0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+#endif
+
+static CpuFeatures detect() {
+  CpuFeatures f;
+#ifdef LAMINATE_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29), avx = c & (1u << 28);
+  if (!osxsave || !avx) return f;
+  uint64_t xcr0 = read_xcr0();
+  bool ymm_state = (xcr0 & 0x6) == 0x6;
+  bool zmm_state = (xcr0 & 0xe6) == 0xe6;
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, a, b, c, d);
+  bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  f.avx2 = avx2 && fma && f16c && ymm_state;
+  f.avx512 = f.avx2 && avx512f && avx512bw && avx512vl && zmm_state;
+  __cpuid_count(7, 1, a, b, c, d);
+  f.avx512bf16 = f.avx512 && (a & (1u << 5));
+#endif
+  return f;
+}
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return cpu_features().avx2;
+    case Isa::Avx512: return cpu_features().avx512;
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+Isa best_isa() { return supported_isas().back(); }
+
+Isa resolve_isa(const std::string& name) {
+  if (name.empty() || name == "auto") return best_isa();
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (name != isa_name(isa)) continue;
+    if (!isa_supported(isa)) throw Error("instruction set '" + name + "' is not supported by this CPU");
+    return isa;
+  }
+  throw Error("unknown instruction set '" + name + "' (expected auto, scalar, avx2 or avx512)");
+}
+
+}  // namespace laminate

@@ -1,0 +1,111 @@
+#include "cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace laminate {
+
+static MatmulDenseFn pick_matmul(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return matmul_dense_avx512;
+    case Isa::Avx2: return matmul_dense_avx2;
+    case Isa::Scalar: break;
+  }
+  return matmul_dense_scalar;
+}
+
+CpuBackend::CpuBackend(Isa isa, int threads)
+    : isa_(isa), matmul_dense_(pick_matmul(isa)), pool_(threads), scratch_(pool_.size()) {}
+
+void CpuBackend::linear(const LinearCall* calls, int count, int m) {
+  // Split every weight into blocks of output rows; all blocks of all calls form one job.
+  // Decode (m == 1) is bound by memory: blocks are sized for load balance. Prefill blocks
+  // are sized so that a block's rows stay in cache while the activations pass over them.
+  struct Block {
+    int call;
+    int64_t n0, n1;
+  };
+  std::vector<Block> blocks;
+  const int threads = pool_.size();
+  for (int c = 0; c < count; c++) {
+    const int64_t rows = calls[c].weight->rows;
+    int64_t block;
+    if (m == 1) {
+      block = std::max<int64_t>(16, (rows / (threads * 8) + 7) / 8 * 8);
+    } else {
+      block = 32;
+    }
+    for (int64_t n0 = 0; n0 < rows; n0 += block) blocks.push_back({c, n0, std::min(rows, n0 + block)});
+  }
+  pool_.parallel_for(static_cast<int>(blocks.size()), [&](int task, int) {
+    const Block& b = blocks[task];
+    const LinearCall& call = calls[b.call];
+    const LinearWeight& w = *call.weight;
+    matmul_dense_(w.dense, call.x, m, call.ldx, call.y, call.ldy, b.n0, b.n1);
+    if (w.bias) {
+      for (int r = 0; r < m; r++)
+        for (int64_t n = b.n0; n < b.n1; n++) call.y[r * call.ldy + n] += w.bias[n];
+    }
+  });
+}
+
+void CpuBackend::rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) {
+  pool_.parallel_for(m, [&](int r, int) { rmsnorm_row(x + static_cast<int64_t>(r) * n, weight, eps, n, y + static_cast<int64_t>(r) * n); });
+}
+
+void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld, const float* cos_sin) {
+  pool_.parallel_for(m, [&](int r, int) { rope_row(x + r * ld, heads, head_dim, cos_sin + static_cast<int64_t>(r) * head_dim); });
+}
+
+void CpuBackend::write_kv(KvCache& cache, int layer, int tokens, int kv_heads, int head_dim, const float* k,
+                          const float* v, const int* positions, const std::vector<int>* const* pages) {
+  const int ps = cache.page_size();
+  const size_t bytes = static_cast<size_t>(head_dim) * sizeof(float);
+  for (int t = 0; t < tokens; t++) {
+    const int pos = positions[t];
+    const int page = (*pages[t])[pos / ps];
+    const int64_t slot = static_cast<int64_t>(pos % ps) * head_dim;
+    for (int h = 0; h < kv_heads; h++) {
+      const int64_t src = (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
+      std::memcpy(cache.keys(page, layer, h) + slot, k + src, bytes);
+      std::memcpy(cache.values(page, layer, h) + slot, v + src, bytes);
+    }
+  }
+}
+
+void CpuBackend::attention(const AttentionCall& a) {
+  const int group = a.heads / a.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  int longest = 0;
+  for (int t = 0; t < a.tokens; t++) longest = std::max(longest, a.positions[t] + 1);
+  for (auto& s : scratch_)
+    if (static_cast<int>(s.size()) < longest) s.resize(longest);
+  const int64_t row = static_cast<int64_t>(a.heads) * a.head_dim;
+  pool_.parallel_for(a.tokens * a.heads, [&](int task, int thread) {
+    const int t = task / a.heads, h = task % a.heads;
+    const int hi = a.positions[t] + 1;
+    const int lo = a.sliding_window > 0 ? std::max(0, hi - a.sliding_window) : 0;
+    attention_head(a.q + t * row + static_cast<int64_t>(h) * a.head_dim, a.head_dim, scale, *a.cache, *a.pages[t],
+                   a.layer, h / group, lo, hi, scratch_[thread].data(), a.out + t * row + static_cast<int64_t>(h) * a.head_dim);
+  });
+}
+
+void CpuBackend::swiglu(float* gate, const float* up, int64_t n) {
+  const int64_t chunk = 4096;
+  const int tasks = static_cast<int>((n + chunk - 1) / chunk);
+  pool_.parallel_for(tasks, [&](int t, int) {
+    const int64_t i0 = t * chunk, i1 = std::min(n, i0 + chunk);
+    laminate::swiglu(gate + i0, up + i0, i1 - i0);
+  });
+}
+
+void CpuBackend::add(float* x, const float* y, int64_t n) { laminate::add(x, y, n); }
+
+void CpuBackend::embed(const DenseView& table, const int32_t* tokens, int m, float* x) {
+  for (int r = 0; r < m; r++) embed_row(table, tokens[r], x + static_cast<int64_t>(r) * table.cols);
+}
+
+}  // namespace laminate

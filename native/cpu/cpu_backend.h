@@ -1,0 +1,37 @@
+// The CPU implementation of Backend: kernels from this folder, spread over a thread
+// pool, with the matmul family chosen by instruction set.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "../core/cpu_features.h"
+#include "../core/thread_pool.h"
+#include "../engine/backend.h"
+
+namespace laminate {
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(Isa isa, int threads);
+  const char* name() const override { return "cpu"; }
+  Isa isa() const { return isa_; }
+  int threads() const { return pool_.size(); }
+
+  void linear(const LinearCall* calls, int count, int m) override;
+  void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override;
+  void rope(float* x, int m, int heads, int head_dim, int64_t ld, const float* cos_sin) override;
+  void write_kv(KvCache& cache, int layer, int tokens, int kv_heads, int head_dim, const float* k, const float* v,
+                const int* positions, const std::vector<int>* const* pages) override;
+  void attention(const AttentionCall& call) override;
+  void swiglu(float* gate, const float* up, int64_t n) override;
+  void add(float* x, const float* y, int64_t n) override;
+  void embed(const DenseView& table, const int32_t* tokens, int m, float* x) override;
+
+ private:
+  Isa isa_;
+  MatmulDenseFn matmul_dense_;
+  ThreadPool pool_;
+  std::vector<std::vector<float>> scratch_;  // one per thread
+};
+
+}  // namespace laminate

@@ -1,0 +1,87 @@
+// Portable dense matmul: plain C++ over small fixed-size arrays (the compiler may use
+// the baseline vector instructions of the target).
+#include <cstdint>
+
+#include "matmul_dense.h"
+
+namespace laminate {
+namespace {
+
+struct Scalar {
+  static constexpr int W = 8;
+  static constexpr int kRows = 4;
+  static constexpr int kCols = 3;
+  struct V {
+    float v[W];
+  };
+  static V zero() {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = 0.0f;
+    return r;
+  }
+  static V load_f32(const float* p) {
+    V r;
+    for (int i = 0; i < W; i++) __builtin_memcpy(&r.v[i], p + i, 4);
+    return r;
+  }
+  static float f16_scalar(uint16_t h) {
+    uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f) {
+      bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+      bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+      bits = sign;
+    } else {
+      int e = -1;
+      do {
+        e++;
+        man <<= 1;
+      } while ((man & 0x400) == 0);
+      bits = sign | static_cast<uint32_t>(112 - e) << 23 | ((man & 0x3ff) << 13);
+    }
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+  }
+  static V load_f16(const uint16_t* p) {
+    V r;
+    for (int i = 0; i < W; i++) {
+      uint16_t h;
+      __builtin_memcpy(&h, p + i, 2);
+      r.v[i] = f16_scalar(h);
+    }
+    return r;
+  }
+  static V load_bf16(const uint16_t* p) {
+    V r;
+    for (int i = 0; i < W; i++) {
+      uint16_t h;
+      __builtin_memcpy(&h, p + i, 2);
+      uint32_t bits = static_cast<uint32_t>(h) << 16;
+      __builtin_memcpy(&r.v[i], &bits, 4);
+    }
+    return r;
+  }
+  static V fmadd(const V& a, const V& b, const V& c) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static float sum(const V& a) {
+    float s = 0.0f;
+    for (int i = 0; i < W; i++) s += a.v[i];
+    return s;
+  }
+};
+
+#include "matmul_dense_impl.inc"
+
+}  // namespace
+
+void matmul_dense_scalar(const DenseView& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
+                         int64_t n0, int64_t n1) {
+  matmul_dispatch<Scalar>(w, x, m, ldx, y, ldy, n0, n1);
+}
+
+}  // namespace laminate

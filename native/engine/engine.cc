@@ -1,0 +1,361 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "../core/error.h"
+#include "../cpu/cpu_backend.h"
+#include "../core/cpu_features.h"
+#include "../core/thread_pool.h"
+
+namespace laminate {
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Builds weights from tensor specs, sharing one LinearWeight or vector per distinct source.
+class WeightBuilder {
+ public:
+  WeightBuilder(const ModelSpec& spec, const std::vector<std::unique_ptr<MappedFile>>& files,
+                std::vector<std::unique_ptr<LinearWeight>>& linears, std::vector<std::vector<float>>& vectors)
+      : spec_(spec), files_(files), linears_(linears), vectors_(vectors) {}
+
+  const TensorSpec& tensor(int index, const char* role) {
+    if (index < 0 || index >= static_cast<int>(spec_.tensors.size()))
+      throw Error(std::string("layer plan: tensor index for ") + role + " is out of range");
+    return spec_.tensors[index];
+  }
+
+  std::string where(const TensorSpec& t) const { return files_[t.file]->path() + ": tensor '" + t.name + "'"; }
+
+  void expect_shape(const TensorSpec& t, std::vector<int64_t> want) const {
+    if (t.shape != want)
+      throw Error(where(t) + " has shape " + shape_string(t.shape) + ", expected " + shape_string(want) +
+                  " from config.json");
+  }
+
+  const void* data(const TensorSpec& t) const { return files_[t.file]->data() + t.offset; }
+
+  const float* vector(int index, int64_t n, const char* role) {
+    auto it = vector_of_.find(index);
+    if (it != vector_of_.end()) return it->second;
+    const TensorSpec& t = tensor(index, role);
+    expect_shape(t, {n});
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; i++) v[i] = load_as_f32(data(t), t.dtype, i);
+    vectors_.push_back(std::move(v));
+    return vector_of_[index] = vectors_.back().data();
+  }
+
+  const LinearWeight* linear(int index, int bias, int64_t rows, int64_t cols, const char* role) {
+    auto key = std::make_pair(index, bias);
+    auto it = linear_of_.find(key);
+    if (it != linear_of_.end()) return it->second;
+    const TensorSpec& t = tensor(index, role);
+    expect_shape(t, {rows, cols});
+    auto w = std::make_unique<LinearWeight>();
+    w->format = WeightFormat::Dense;
+    w->rows = rows;
+    w->cols = cols;
+    w->dense = DenseView{data(t), t.dtype, rows, cols};
+    if (bias >= 0) w->bias = vector(bias, rows, role);
+    linears_.push_back(std::move(w));
+    return linear_of_[key] = linears_.back().get();
+  }
+
+ private:
+  const ModelSpec& spec_;
+  const std::vector<std::unique_ptr<MappedFile>>& files_;
+  std::vector<std::unique_ptr<LinearWeight>>& linears_;
+  std::vector<std::vector<float>>& vectors_;
+  std::map<int, const float*> vector_of_;
+  std::map<std::pair<int, int>, const LinearWeight*> linear_of_;
+};
+
+void check_shape(const ModelShape& s) {
+  auto positive = [](int v, const char* name) {
+    if (v <= 0) throw Error(std::string("config: ") + name + " must be a positive integer");
+  };
+  positive(s.hidden, "hidden_size");
+  positive(s.intermediate, "intermediate_size");
+  positive(s.heads, "num_attention_heads");
+  positive(s.kv_heads, "num_key_value_heads");
+  positive(s.head_dim, "head_dim");
+  positive(s.vocab, "vocab_size");
+  positive(s.context, "context size");
+  if (s.heads % s.kv_heads != 0) throw Error("config: num_attention_heads must be a multiple of num_key_value_heads");
+  if (s.head_dim % 2 != 0) throw Error("config: head_dim must be even for rotary embeddings");
+  if (static_cast<int>(s.rope_inv_freq.size()) != s.head_dim / 2)
+    throw Error("config: rotary frequency table must have head_dim / 2 entries");
+  if (!(s.rms_norm_eps > 0) || !std::isfinite(s.rms_norm_eps)) throw Error("config: rms_norm_eps must be positive");
+  if (s.sliding_window < 0) throw Error("config: sliding_window must not be negative");
+}
+
+}  // namespace
+
+Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
+  check_shape(shape_);
+  if (spec.layers.empty()) throw Error("layer plan: the model has no decoder layers");
+  if (spec.kv_page_size <= 0 || spec.kv_page_size > 4096) throw Error("KV cache page size must be in [1, 4096]");
+  if (spec.kv_max_tokens <= 0) throw Error("KV cache capacity must be positive");
+
+  // Map the files and check that every tensor lies inside its file and matches its shape.
+  for (const std::string& path : spec.files) files_.push_back(std::make_unique<MappedFile>(path));
+  for (const TensorSpec& t : spec.tensors) {
+    if (t.file < 0 || t.file >= static_cast<int>(files_.size()))
+      throw Error("tensor '" + t.name + "': file index out of range");
+    const MappedFile& f = *files_[t.file];
+    if (t.offset > f.size() || t.bytes > f.size() - t.offset)
+      throw Error(f.path() + ": tensor '" + t.name + "' data [" + std::to_string(t.offset) + ", +" +
+                  std::to_string(t.bytes) + ") lies past the end of the file (" + std::to_string(f.size()) + " bytes)");
+    uint64_t count = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0) throw Error(f.path() + ": tensor '" + t.name + "' has a negative dimension");
+      if (d != 0 && count > UINT64_MAX / static_cast<uint64_t>(d))
+        throw Error(f.path() + ": tensor '" + t.name + "' shape overflows");
+      count *= static_cast<uint64_t>(d);
+    }
+    if (count > UINT64_MAX / dtype_size(t.dtype) || count * dtype_size(t.dtype) != t.bytes)
+      throw Error(f.path() + ": tensor '" + t.name + "' holds " + std::to_string(t.bytes) + " bytes but its shape " +
+                  shape_string(t.shape) + " and dtype " + dtype_name(t.dtype) + " need " +
+                  std::to_string(count * dtype_size(t.dtype)));
+  }
+
+  // The layer plan.
+  const ModelShape& s = shape_;
+  const int64_t q_rows = static_cast<int64_t>(s.heads) * s.head_dim;
+  const int64_t kv_rows = static_cast<int64_t>(s.kv_heads) * s.head_dim;
+  WeightBuilder b(spec, files_, linear_storage_, vector_storage_);
+  {
+    const TensorSpec& e = b.tensor(spec.embedding, "embedding");
+    b.expect_shape(e, {s.vocab, s.hidden});
+    embedding_ = DenseView{b.data(e), e.dtype, s.vocab, s.hidden};
+  }
+  for (const LayerSpec& l : spec.layers) {
+    DecoderLayerWeights w;
+    w.input_norm = b.vector(l.input_norm, s.hidden, "input_layernorm");
+    w.post_attention_norm = b.vector(l.post_attention_norm, s.hidden, "post_attention_layernorm");
+    w.q = b.linear(l.q, l.q_bias, q_rows, s.hidden, "q_proj");
+    w.k = b.linear(l.k, l.k_bias, kv_rows, s.hidden, "k_proj");
+    w.v = b.linear(l.v, l.v_bias, kv_rows, s.hidden, "v_proj");
+    w.o = b.linear(l.o, l.o_bias, s.hidden, q_rows, "o_proj");
+    w.gate = b.linear(l.gate, -1, s.intermediate, s.hidden, "gate_proj");
+    w.up = b.linear(l.up, -1, s.intermediate, s.hidden, "up_proj");
+    w.down = b.linear(l.down, -1, s.hidden, s.intermediate, "down_proj");
+    layers_.push_back(w);
+  }
+  final_norm_ = b.vector(spec.final_norm, s.hidden, "norm");
+  lm_head_ = b.linear(spec.lm_head, -1, s.vocab, s.hidden, "lm_head");
+
+  Isa isa = resolve_isa(spec.isa);
+  int threads = spec.threads > 0 ? spec.threads : default_thread_count();
+  if (threads > 256) throw Error("threads must be at most 256");
+  backend_ = std::make_unique<CpuBackend>(isa, threads);
+  isa_ = isa_name(isa);
+  threads_ = threads;
+  const int pages = (spec.kv_max_tokens + spec.kv_page_size - 1) / spec.kv_page_size;
+  cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages);
+}
+
+Engine::~Engine() = default;
+
+uint64_t Engine::mapped_bytes() const {
+  uint64_t total = 0;
+  for (const auto& f : files_) total += f->size();
+  return total;
+}
+
+void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<void(uint64_t, uint64_t)>& progress) {
+  const uint64_t total = mapped_bytes();
+  uint64_t done = 0;
+  std::atomic<bool> stop{false};
+  for (const auto& f : files_) {
+    // MappedFile checks a bool flag; mirror the caller's int flag into it as we go.
+    f->prefault(0, f->size(), &stop, [&](uint64_t bytes) {
+      if (abort && abort->load(std::memory_order_relaxed)) stop.store(true);
+      progress(done + bytes, total);
+    });
+    done += f->size();
+  }
+}
+
+int Engine::create_sequence() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_->create_sequence();
+}
+
+void Engine::free_sequence(int id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cache_->free_sequence(id);
+}
+
+int Engine::sequence_length(int id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_->length(id);
+}
+
+void Engine::truncate_sequence(int id, int length) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (length < 0 || length > cache_->length(id))
+    throw Error("truncate: length " + std::to_string(length) + " is outside [0, " +
+                std::to_string(cache_->length(id)) + "]");
+  cache_->set_length(id, length);
+}
+
+Engine::CacheStats Engine::cache_stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {cache_->page_size(), cache_->pages_in_use(), cache_->max_pages(), cache_->bytes_allocated()};
+}
+
+void Engine::step(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (entries.empty()) throw Error("step: the batch is empty");
+  std::set<int> seen;
+  int pages_wanted = 0;
+  for (const StepEntry& e : entries) {
+    if (!cache_->has_sequence(e.sequence)) throw Error("step: unknown sequence " + std::to_string(e.sequence));
+    if (!seen.insert(e.sequence).second)
+      throw Error("step: sequence " + std::to_string(e.sequence) + " appears twice in one batch");
+    if (e.tokens.empty()) throw Error("step: sequence " + std::to_string(e.sequence) + " has no tokens");
+    for (int32_t t : e.tokens)
+      if (t < 0 || t >= shape_.vocab)
+        throw Error("step: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                    std::to_string(shape_.vocab) + ")");
+    const int64_t length = cache_->length(e.sequence);
+    if (length + static_cast<int64_t>(e.tokens.size()) > shape_.context)
+      throw Error("step: sequence " + std::to_string(e.sequence) + " would reach " +
+                  std::to_string(length + e.tokens.size()) + " tokens, past the context size of " +
+                  std::to_string(shape_.context));
+    pages_wanted += cache_->pages_needed(e.sequence, static_cast<int>(e.tokens.size()));
+  }
+  if (pages_wanted > cache_->free_pages_available())
+    throw Error("KV cache is full: this step needs " + std::to_string(pages_wanted) + " more pages of " +
+                std::to_string(cache_->page_size()) + " positions, " + std::to_string(cache_->free_pages_available()) +
+                " are free");
+  std::vector<int> old_length;
+  for (const StepEntry& e : entries) {
+    old_length.push_back(cache_->length(e.sequence));
+    cache_->reserve(e.sequence, static_cast<int>(e.tokens.size()));
+  }
+  try {
+    forward(entries, result, abort);
+  } catch (...) {
+    for (size_t i = 0; i < entries.size(); i++) cache_->set_length(entries[i].sequence, old_length[i]);
+    throw;
+  }
+  for (size_t i = 0; i < entries.size(); i++)
+    cache_->set_length(entries[i].sequence, old_length[i] + static_cast<int>(entries[i].tokens.size()));
+}
+
+void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort) {
+  const ModelShape& s = shape_;
+  Backend& be = *backend_;
+  const int64_t H = s.hidden, Q = static_cast<int64_t>(s.heads) * s.head_dim,
+                KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
+
+  // The batch as flat token rows: id, position and page list of each.
+  std::vector<int32_t> tokens;
+  std::vector<int> positions;
+  std::vector<const std::vector<int>*> pages;
+  for (const StepEntry& e : entries) {
+    const int start = cache_->length(e.sequence);
+    for (size_t j = 0; j < e.tokens.size(); j++) {
+      tokens.push_back(e.tokens[j]);
+      positions.push_back(start + static_cast<int>(j));
+      pages.push_back(&cache_->pages(e.sequence));
+    }
+  }
+  const int T = static_cast<int>(tokens.size());
+  x_.resize(T * H);
+  h_.resize(T * H);
+  q_.resize(T * Q);
+  k_.resize(T * KV);
+  v_.resize(T * KV);
+  att_.resize(T * Q);
+  gate_.resize(T * I);
+  up_.resize(T * I);
+
+  // Rotary angles of each position, computed in double precision once for all layers.
+  const int half = s.head_dim / 2;
+  cos_sin_.resize(static_cast<size_t>(T) * s.head_dim);
+  for (int t = 0; t < T; t++) {
+    for (int i = 0; i < half; i++) {
+      const double angle = positions[t] * s.rope_inv_freq[i];
+      cos_sin_[t * s.head_dim + i] = static_cast<float>(std::cos(angle));
+      cos_sin_[t * s.head_dim + half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+
+  // Token embeddings.
+  be.embed(embedding_, tokens.data(), T, x_.data());
+
+  for (int l = 0; l < layers(); l++) {
+    if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+    const DecoderLayerWeights& w = layers_[l];
+    // Attention: rmsnorm, q/k/v projections, RoPE, cache the keys and values.
+    be.rmsnorm(x_.data(), w.input_norm, s.rms_norm_eps, T, s.hidden, h_.data());
+    const LinearCall qkv[3] = {{w.q, h_.data(), H, q_.data(), Q},
+                               {w.k, h_.data(), H, k_.data(), KV},
+                               {w.v, h_.data(), H, v_.data(), KV}};
+    be.linear(qkv, 3, T);
+    be.rope(q_.data(), T, s.heads, s.head_dim, Q, cos_sin_.data());
+    be.rope(k_.data(), T, s.kv_heads, s.head_dim, KV, cos_sin_.data());
+    be.write_kv(*cache_, l, T, s.kv_heads, s.head_dim, k_.data(), v_.data(), positions.data(), pages.data());
+    // Each query head over its sequence's cached positions (causal, grouped KV heads).
+    AttentionCall a;
+    a.tokens = T;
+    a.heads = s.heads;
+    a.kv_heads = s.kv_heads;
+    a.head_dim = s.head_dim;
+    a.layer = l;
+    a.sliding_window = s.sliding_window;
+    a.q = q_.data();
+    a.out = att_.data();
+    a.positions = positions.data();
+    a.pages = pages.data();
+    a.cache = cache_.get();
+    be.attention(a);
+    // Output projection and residual.
+    const LinearCall o = {w.o, att_.data(), Q, h_.data(), H};
+    be.linear(&o, 1, T);
+    be.add(x_.data(), h_.data(), T * H);
+    // MLP: rmsnorm, SwiGLU, down projection and residual.
+    be.rmsnorm(x_.data(), w.post_attention_norm, s.rms_norm_eps, T, s.hidden, h_.data());
+    const LinearCall gate_up[2] = {{w.gate, h_.data(), H, gate_.data(), I}, {w.up, h_.data(), H, up_.data(), I}};
+    be.linear(gate_up, 2, T);
+    be.swiglu(gate_.data(), up_.data(), T * I);
+    const LinearCall down = {w.down, gate_.data(), I, h_.data(), H};
+    be.linear(&down, 1, T);
+    be.add(x_.data(), h_.data(), T * H);
+  }
+
+  // Final norm and output head, for the rows whose logits were asked for.
+  result.rows.clear();
+  std::vector<int> wanted;
+  int base = 0;
+  for (const StepEntry& e : entries) {
+    const int n = static_cast<int>(e.tokens.size());
+    int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
+    for (int j = n - count; j < n; j++) wanted.push_back(base + j);
+    result.rows.push_back(count);
+    base += n;
+  }
+  const int R = static_cast<int>(wanted.size());
+  result.logits.assign(static_cast<size_t>(R) * s.vocab, 0.0f);
+  if (R == 0) return;
+  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+  rows_.resize(R * H);
+  for (int r = 0; r < R; r++) std::copy_n(x_.data() + wanted[r] * H, H, rows_.data() + r * H);
+  be.rmsnorm(rows_.data(), final_norm_, s.rms_norm_eps, R, s.hidden, h_.data());
+  const LinearCall head = {lm_head_, h_.data(), H, result.logits.data(), s.vocab};
+  be.linear(&head, 1, R);
+}
+
+}  // namespace laminate

@@ -1,0 +1,42 @@
+// What the loader receives: files, the tensors in them, the model's shape and the layer
+// plan (which tensors serve which decoder layer). Everything here comes from outside
+// (files, JavaScript) and is checked by build_engine before use.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/dtype.h"
+#include "weights.h"
+
+namespace laminate {
+
+struct TensorSpec {
+  std::string name;
+  int file = -1;
+  uint64_t offset = 0;  // absolute byte offset in the file
+  uint64_t bytes = 0;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+};
+
+// Tensor indices into ModelSpec::tensors; -1 where absent (biases).
+struct LayerSpec {
+  int input_norm = -1, post_attention_norm = -1;
+  int q = -1, k = -1, v = -1, o = -1, gate = -1, up = -1, down = -1;
+  int q_bias = -1, k_bias = -1, v_bias = -1, o_bias = -1;
+};
+
+struct ModelSpec {
+  std::vector<std::string> files;
+  std::vector<TensorSpec> tensors;
+  ModelShape shape;
+  int embedding = -1, final_norm = -1, lm_head = -1;
+  std::vector<LayerSpec> layers;
+  std::string isa = "auto";
+  int threads = 0;        // 0: physical cores
+  int kv_page_size = 16;
+  int kv_max_tokens = 0;  // KV cache capacity in positions over all sequences
+};
+
+}  // namespace laminate
