@@ -1,0 +1,97 @@
+// One step runs several sequences at once: prompt chunks and single decode tokens in one
+// batch give the same logits as each sequence run alone.
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadModel, type Model } from '../lib/index.js';
+import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
+import { referenceLogits } from './helpers/reference.js';
+
+// Different batch compositions change float32 summation order only through the tile
+// shapes; results stay within this of each other relative to the largest logit.
+const TOLERANCE = 2e-5;
+
+let ckpt: TinyCheckpoint;
+let model: Model;
+const dir = tmpDir();
+beforeAll(async () => {
+  ckpt = await writeTinyCheckpoint(dir, { hidden: 96, intermediate: 192, layers: 2, heads: 6, kvHeads: 2, vocab: 120, dtype: 'BF16', seed: 11 });
+  model = await loadModel(dir, { threads: 2, kvCacheTokens: 64 });
+});
+afterAll(() => {
+  model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function close(got: ArrayLike<number>, want: ArrayLike<number>): void {
+  let scale = 1;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]!));
+  let err = 0;
+  for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i]! - want[i]!));
+  expect(err / scale).toBeLessThan(TOLERANCE);
+}
+
+describe('batched steps', () => {
+  it('prefill chunks and decode tokens of different sequences in one step', async () => {
+    const a = [5, 17, 3, 99, 42, 8];
+    const b = [7, 7, 7];
+    const c = [100, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    const sa = model.createSequence();
+    const sb = model.createSequence();
+    const sc = model.createSequence();
+    // a: prompt of 5 then one decode token; b: whole prompt in one go; c: prompt in two chunks
+    await model.step([{ sequence: sa, tokens: a.slice(0, 5), logits: 'none' }, { sequence: sc, tokens: c.slice(0, 4), logits: 'all' }]);
+    const [la, lb, lc] = await model.step([
+      { sequence: sa, tokens: a.slice(5) },
+      { sequence: sb, tokens: b, logits: 'all' },
+      { sequence: sc, tokens: c.slice(4), logits: 'last' },
+    ]);
+    expect(la!.length).toBe(120);
+    expect(lb!.length).toBe(3 * 120);
+    expect(lc!.length).toBe(120);
+    expect([sa.length, sb.length, sc.length]).toEqual([6, 3, 10]);
+    close(la!, referenceLogits(ckpt, a)[5]!);
+    const rb = referenceLogits(ckpt, b);
+    for (let p = 0; p < 3; p++) close(lb!.subarray(p * 120, (p + 1) * 120), rb[p]!);
+    close(lc!, referenceLogits(ckpt, c)[9]!);
+    // alone, the same sequence gives the same logits
+    close(await model.forward(a), la!);
+    for (const s of [sa, sb, sc]) s.dispose();
+    expect(model.cacheStats().pagesInUse).toBe(0);
+  });
+
+  it('a truncated sequence continues as if the dropped tokens were never fed', async () => {
+    const s = model.createSequence();
+    await model.step([{ sequence: s, tokens: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18], logits: 'none' }]);
+    s.truncate(3);
+    const [l] = await model.step([{ sequence: s, tokens: [50, 60] }]);
+    close(l!, referenceLogits(ckpt, [1, 2, 3, 50, 60])[4]!);
+    s.dispose();
+  });
+
+  it('rejects a step that does not fit the KV cache and leaves the sequences as they were', async () => {
+    const s = model.createSequence();
+    await model.step([{ sequence: s, tokens: Array.from({ length: 40 }, (_, i) => i % 120), logits: 'none' }]);
+    const t = model.createSequence();
+    await expect(model.step([{ sequence: t, tokens: Array.from({ length: 40 }, () => 3) }])).rejects.toThrow(/KV cache is full/);
+    expect(t.length).toBe(0);
+    expect(s.length).toBe(40);
+    // still usable afterwards
+    const [l] = await model.step([{ sequence: t, tokens: [3, 4] }]);
+    close(l!, referenceLogits(ckpt, [3, 4])[1]!);
+    s.dispose();
+    t.dispose();
+  });
+
+  it('rejects bad batches with clear errors', async () => {
+    const s = model.createSequence();
+    await expect(model.step([])).rejects.toThrow(/non-empty/);
+    await expect(model.step([{ sequence: s, tokens: [] }])).rejects.toThrow(/empty/);
+    await expect(model.step([{ sequence: s, tokens: [120] }])).rejects.toThrow(/not a token id in \[0, 120\)/);
+    await expect(model.step([{ sequence: s, tokens: [1.5] }])).rejects.toThrow(/not a token id/);
+    await expect(model.step([{ sequence: s, tokens: [1] }, { sequence: s, tokens: [2] }])).rejects.toThrow(/twice/);
+    await expect(model.step([{ sequence: {} as never, tokens: [1] }])).rejects.toThrow(/not a Sequence/);
+    s.dispose();
+    await expect(model.step([{ sequence: s, tokens: [1] }])).rejects.toThrow(/disposed/);
+  });
+});
