@@ -124,13 +124,17 @@ export function parseHeader(path: string, fileSize: number, headerBytes: Uint8Ar
     tensors.set(name, { name, dtype, shape: shape as number[], offset: dataStart + begin, bytes: end - begin });
   }
 
-  // No two tensors may share bytes.
-  const sorted = [...tensors.values()].filter((t) => t.bytes > 0).sort((a, b) => a.offset - b.offset);
-  for (let i = 1; i < sorted.length; i++) {
-    const prev = sorted[i - 1]!;
-    const cur = sorted[i]!;
-    if (cur.offset < prev.offset + prev.bytes)
-      throw new FormatError(path, `data overlaps tensor '${prev.name}'`, cur.name);
+  // The tensors must tile the data buffer exactly, as the safetensors format requires: no
+  // overlaps, no holes, nothing after the last tensor. A header whose length field lies,
+  // a truncated file and trailing bytes all fail here.
+  const sorted = [...tensors.values()].sort((a, b) => a.offset - b.offset || a.bytes - b.bytes);
+  let expected = dataStart;
+  for (const t of sorted) {
+    if (t.offset < expected) throw new FormatError(path, `data overlaps the tensor before it`, t.name);
+    if (t.offset > expected) throw new FormatError(path, `data starts at byte ${t.offset - dataStart} of the buffer, leaving a gap after byte ${expected - dataStart}`, t.name);
+    expected = t.offset + t.bytes;
   }
+  if (expected !== fileSize)
+    throw new FormatError(path, `the tensors cover ${expected - dataStart} bytes of data but the file holds ${dataSize} after the header`);
   return { path, fileSize, dataStart, metadata, tensors };
 }

@@ -102,7 +102,6 @@ void check_shape(const ModelShape& s) {
 
 Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   check_shape(shape_);
-  if (spec.layers.empty()) throw Error("layer plan: the model has no decoder layers");
   if (spec.kv_page_size <= 0 || spec.kv_page_size > 4096) throw Error("KV cache page size must be in [1, 4096]");
   if (spec.kv_max_tokens <= 0) throw Error("KV cache capacity must be positive");
 
@@ -129,6 +128,7 @@ Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   }
 
   // The layer plan.
+  if (spec.layers.empty()) throw Error("layer plan: the model has no decoder layers");
   const ModelShape& s = shape_;
   const int64_t q_rows = static_cast<int64_t>(s.heads) * s.head_dim;
   const int64_t kv_rows = static_cast<int64_t>(s.kv_heads) * s.head_dim;
