@@ -21,7 +21,7 @@
       "target_name": "laminate_avx512",
       "type": "static_library",
       "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512.sources.join(' ')\")"],
-      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"]
     },
     {
       "target_name": "laminate",
