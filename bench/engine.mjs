@@ -60,8 +60,9 @@ function machineBusySeconds() {
 }
 const ownCpuSeconds = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 
-// One greedy run from an empty cache: prompt, then `gen` single-token steps.
-async function greedyRun(model, prompt, gen) {
+// One greedy run from an empty cache: the prompt, then `steps` single-token decode steps;
+// returns steps + 1 tokens.
+async function greedyRun(model, prompt, decodeSteps) {
   const seq = model.createSequence();
   try {
     const t0 = now();
@@ -70,14 +71,14 @@ async function greedyRun(model, prompt, gen) {
     const t1 = now();
     const tokens = [token];
     const steps = [];
-    for (let i = 0; i < gen; i++) {
+    for (let i = 0; i < decodeSteps; i++) {
       const s = now();
       const [logits] = await model.step([{ sequence: seq, tokens: [token] }]);
       token = argmax(logits);
       steps.push(now() - s);
       tokens.push(token);
     }
-    return { tokens: tokens.slice(0, gen), tPrompt: t1 - t0, tDecode: now() - t1, steps, first };
+    return { tokens, tPrompt: t1 - t0, tDecode: now() - t1, steps, first };
   } finally {
     seq.dispose();
   }
@@ -105,14 +106,13 @@ async function main() {
   if (args.quant) out.quant = args.quant;
 
   if (args.correctness) {
-    const r = await greedyRun(model, prompt, Math.max(0, args.gen - 1));
-    const first = await model.forward(prompt);
+    const { tokens, first } = await greedyRun(model, prompt, Math.max(0, args.gen - 1));
     let max = -Infinity;
     for (const x of first) max = Math.max(max, x);
     let sum = 0;
     for (const x of first) sum += Math.exp(x - max);
     const lse = max + Math.log(sum);
-    out.greedy_tokens = r.tokens.length < args.gen ? [...r.tokens, argmax(first)].slice(0, args.gen) : r.tokens;
+    out.greedy_tokens = tokens.slice(0, args.gen);
     const order = Array.from(first.keys()).sort((x, y) => first[y] - first[x] || x - y);
     out.first_top10 = order.slice(0, 10).map((id) => ({ id, logprob: first[id] - lse }));
     if (args.dumpLogits) writeFileSync(args.dumpLogits, JSON.stringify({ kind: 'logits', values: Array.from(first) }));
