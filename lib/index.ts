@@ -1,16 +1,22 @@
 // The public surface of laminate.
-export { loadModel, type LoadOptions, type LoadProgress } from './model/load.js';
+export { loadModel, demoModelDir, type LoadOptions, type LoadProgress } from './model/load.js';
 export {
   Model,
   Sequence,
+  type ChatOptions,
   type ForwardOptions,
   type GenerateOptions,
-  type GenerateResult,
+  type GenerateTokensOptions,
   type LogitsWanted,
   type ModelInfo,
   type StepInput,
 } from './model/model.js';
+export { Chat, type ChatSessionOptions } from './model/chat.js';
 export type { ModelConfig, RopeScaling } from './model/config.js';
+export { Generation, type FinishReason, type GenerationChunk, type GenerationResult, type TokenLogprob } from './generate/generation.js';
 export type { SamplerOptions } from './generate/sampler.js';
+export { Tokenizer, type SpecialTokens, type TokenizeOptions } from './tokenizer/tokenizer.js';
+export { ChatTemplateError, type ChatMessage, type ChatTool } from './tokenizer/chat-template.js';
+export { Detokenizer } from './tokenizer/detokenizer.js';
 export { FormatError } from './errors.js';
-export { cpuInfo } from './system.js';
+export { cpuInfo, type CpuInfo } from './system.js';

@@ -1,66 +1,145 @@
 #!/usr/bin/env node
-// The `laminate` command.
+// The `laminate` command: generate, chat, info, cpu.
+import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
-import { loadModel, type LoadProgress } from '../index.js';
-import { cpuInfo } from '../system.js';
+import type { GenerateOptions, Generation, LoadProgress, Model } from '../index.js';
+import { cpuInfo, loadModel } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
 Usage:
-  laminate generate --model DIR --tokens 1,415,2936 [options]   greedy or sampled token ids
-  laminate info --model DIR                                       config and engine details
-  laminate cpu                                                    what this CPU offers
+  laminate generate [--model DIR] "prompt"      stream a continuation of the prompt
+  laminate generate [--model DIR] --tokens 1,415,2936
+  laminate chat [--model DIR] [--system TEXT]   interactive chat (Ctrl-C stops a reply, Ctrl-D quits)
+  laminate info [--model DIR]                   config and engine details
+  laminate cpu                                  what this CPU offers
 
-Options:
-  --model DIR          Hugging Face model directory (config.json + safetensors)
-  --tokens IDS         prompt token ids, comma-separated
-  --max-tokens N       most new tokens (default 64)
-  --temperature T      0 (default) is greedy
-  --top-k K            sample among the K most likely tokens
-  --seed S             seed for sampling
-  --threads N          compute threads (default: physical cores)
-  --ignore-eos         keep going past end-of-sequence tokens
-  --json               print one JSON object instead of text
-  -h, --help           this text
+Without --model, the small demo model bundled with laminate is used.
+
+Sampling:
+  --temperature T        0 (default) is greedy
+  --top-k K  --top-p P  --min-p P  --typical-p P
+  --repetition-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-window N
+  --seed S               same seed, same output
+  --max-tokens N         most new tokens (default 256)
+  --stop TEXT            stop at this text (repeatable)
+  --ignore-eos           keep going past end-of-sequence
+
+Other:
+  --threads N            compute threads (default: physical cores)
+  --json                 one JSON object with text, tokens and finish reason
+  -h, --help
 `;
 
-function progressBar(json: boolean): ((p: LoadProgress) => void) | undefined {
-  if (json || !process.stderr.isTTY) return undefined;
+const OPTIONS = {
+  model: { type: 'string' },
+  tokens: { type: 'string' },
+  system: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'min-p': { type: 'string' },
+  'typical-p': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  'presence-penalty': { type: 'string' },
+  'frequency-penalty': { type: 'string' },
+  'penalty-window': { type: 'string' },
+  seed: { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  'ignore-eos': { type: 'boolean' },
+  threads: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+function number(values: Values, key: keyof Values): number | undefined {
+  const raw = values[key];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || Number.isNaN(n)) throw new Error(`--${key} must be a number (got '${String(raw)}')`);
+  return n;
+}
+
+function generateOptions(values: Values): GenerateOptions {
+  const o: GenerateOptions = {};
+  const set = <K extends keyof GenerateOptions>(key: K, flag: keyof Values) => {
+    const v = number(values, flag);
+    if (v !== undefined) o[key] = v as GenerateOptions[K];
+  };
+  set('temperature', 'temperature');
+  set('topK', 'top-k');
+  set('topP', 'top-p');
+  set('minP', 'min-p');
+  set('typicalP', 'typical-p');
+  set('repetitionPenalty', 'repetition-penalty');
+  set('presencePenalty', 'presence-penalty');
+  set('frequencyPenalty', 'frequency-penalty');
+  set('penaltyWindow', 'penalty-window');
+  set('seed', 'seed');
+  o.maxTokens = number(values, 'max-tokens') ?? 256;
+  if (values.stop) o.stop = values.stop;
+  if (values['ignore-eos']) o.stopAtEos = false;
+  return o;
+}
+
+function progressBar(enabled: boolean): ((p: LoadProgress) => void) | undefined {
+  if (!enabled || !process.stderr.isTTY) return undefined;
   return (p) => {
     if (p.phase !== 'weights') return;
     const width = 30;
     const fraction = p.total > 0 ? p.loaded / p.total : 1;
     const filled = Math.round(fraction * width);
     process.stderr.write(`\rloading [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%`);
-    if (fraction >= 1) process.stderr.write('\n');
+    if (fraction >= 1) process.stderr.write('\r\x1b[K');
   };
 }
 
-function intOption(value: string | undefined, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new Error(`--${name} must be an integer (got '${value}')`);
-  return n;
+/** Streams a generation to stdout; Ctrl-C stops it (not the process). */
+async function stream(generation: Generation, controller: AbortController, json: boolean): Promise<void> {
+  const onSigint = () => controller.abort();
+  process.on('SIGINT', onSigint);
+  try {
+    if (!json) for await (const chunk of generation) process.stdout.write(chunk.text);
+    const result = await generation;
+    if (json) console.log(JSON.stringify({ text: result.text, tokens: result.tokens, finishReason: result.finishReason, promptTokens: result.promptTokens, timeToFirstTokenMs: result.timeToFirstTokenMs, tokensPerSecond: result.tokensPerSecond }));
+    else process.stdout.write('\n');
+  } catch (e) {
+    if ((e as Error).name !== 'AbortError') throw e;
+    process.stdout.write(json ? `${JSON.stringify({ finishReason: 'abort' })}\n` : ' [stopped]\n');
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+async function chat(model: Model, values: Values): Promise<void> {
+  using session = model.createChat(values.system !== undefined ? { system: values.system } : {});
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+  let closed = false;
+  rl.on('close', () => (closed = true));
+  rl.on('SIGINT', () => rl.close());
+  const options = generateOptions(values);
+  while (!closed) {
+    let line: string;
+    try {
+      line = await rl.question('> ');
+    } catch {
+      break;
+    }
+    if (line.trim() === '') continue;
+    const controller = new AbortController();
+    rl.pause();
+    await stream(session.send(line, { ...options, signal: controller.signal }), controller, values.json ?? false);
+    rl.resume();
+  }
+  rl.close();
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      model: { type: 'string' },
-      tokens: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      seed: { type: 'string' },
-      threads: { type: 'string' },
-      'ignore-eos': { type: 'boolean' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   const command = positionals[0];
   if (values.help || !command) {
     process.stdout.write(HELP);
@@ -70,50 +149,45 @@ async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify(cpuInfo(), null, 2));
     return 0;
   }
-  if (command !== 'generate' && command !== 'info') throw new Error(`unknown command '${command}' (see laminate --help)`);
-  if (!values.model) throw new Error('--model DIR is required');
+  if (!['generate', 'chat', 'info'].includes(command)) throw new Error(`unknown command '${command}' (see laminate --help)`);
   const json = values.json ?? false;
-  const threads = intOption(values.threads, 'threads');
-  const onProgress = progressBar(json);
+  const threads = number(values, 'threads');
+  const onProgress = progressBar(!json);
   await using model = await loadModel(values.model, { ...(threads !== undefined ? { threads } : {}), ...(onProgress ? { onProgress } : {}) });
 
   if (command === 'info') {
-    console.log(JSON.stringify({ config: model.config, info: model.info }, null, 2));
+    console.log(JSON.stringify({ config: model.config, info: model.info, tokenizer: model.tokenizer ? { vocabSize: model.tokenizer.vocabSize, bos: model.tokenizer.bosToken, eos: model.tokenizer.eosToken, chatTemplate: model.tokenizer.chatTemplate !== null } : null }, null, 2));
     return 0;
   }
-  if (!values.tokens) throw new Error('--tokens is required (comma-separated prompt token ids)');
-  const tokens = values.tokens.split(',').map((t) => {
-    const n = Number(t.trim());
-    if (t.trim() === '' || !Number.isSafeInteger(n)) throw new Error(`--tokens: '${t}' is not a token id`);
-    return n;
-  });
-  const temperature = values.temperature === undefined ? 0 : Number(values.temperature);
-  const topK = intOption(values['top-k'], 'top-k');
-  const seed = intOption(values.seed, 'seed');
+  if (command === 'chat') {
+    await chat(model, values);
+    return 0;
+  }
+  const options = generateOptions(values);
   const controller = new AbortController();
-  process.once('SIGINT', () => controller.abort());
-  const started = performance.now();
-  const result = await model.generate({
-    tokens,
-    maxTokens: intOption(values['max-tokens'], 'max-tokens') ?? 64,
-    temperature,
-    ...(topK !== undefined ? { topK } : {}),
-    ...(seed !== undefined ? { seed } : {}),
-    stopAtEos: !values['ignore-eos'],
-    signal: controller.signal,
-    onToken: json ? undefined : (t) => process.stdout.write(`${t} `),
-  });
-  const seconds = (performance.now() - started) / 1000;
-  if (json) console.log(JSON.stringify({ ...result, seconds }));
-  else process.stdout.write(`\n[${result.tokens.length} tokens, ${result.finishReason}, ${(result.tokens.length / seconds).toFixed(1)} tok/s]\n`);
+  options.signal = controller.signal;
+  let generation: Generation;
+  if (values.tokens !== undefined) {
+    const tokens = values.tokens.split(',').map((t) => {
+      const n = Number(t.trim());
+      if (t.trim() === '' || !Number.isSafeInteger(n)) throw new Error(`--tokens: '${t}' is not a token id`);
+      return n;
+    });
+    generation = model.generate(tokens, options);
+  } else {
+    const prompt = positionals.slice(1).join(' ');
+    if (prompt === '') throw new Error('give a prompt: laminate generate "text" (or --tokens ids)');
+    if (!json) process.stdout.write(prompt);
+    generation = model.generate(prompt, options);
+  }
+  await stream(generation, controller, json);
   return 0;
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    const err = e as Error;
-    process.stderr.write(`laminate: ${err.name === 'AbortError' ? 'stopped' : err.message}\n`);
-    process.exit(err.name === 'AbortError' ? 130 : 1);
+    process.stderr.write(`laminate: ${(e as Error).message}\n`);
+    process.exit(1);
   },
 );

@@ -1,11 +1,13 @@
 // loadModel: a directory on disk becomes a running model. Reads config.json and the
 // safetensors headers, checks them, builds the layer plan, maps the weights in native
 // code and touches them off the JS thread (with progress and abort).
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { abortError } from '../errors.js';
-import { abortFlag, native } from '../native.js';
+import type { SchedulerOptions } from '../generate/scheduler.js';
+import { abortFlag, native, packageRoot } from '../native.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readCheckpoint } from './checkpoint.js';
 import { readConfig } from './config.js';
 import { Model } from './model.js';
@@ -29,11 +31,18 @@ export interface LoadOptions {
   contextSize?: number;
   /** KV cache capacity over all sequences, in tokens; default contextSize. Memory is taken as pages fill. */
   kvCacheTokens?: number;
+  /** Most tokens in one batched forward pass, prompt chunks included (default 512). */
+  maxBatchTokens?: number;
+  /** Generations that may wait for KV cache memory instead of failing at once (default 0). */
+  maxQueue?: number;
   onProgress?: (progress: LoadProgress) => void;
   signal?: AbortSignal;
 }
 
-const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'onProgress', 'signal']);
+const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'maxBatchTokens', 'maxQueue', 'onProgress', 'signal']);
+
+/** The small demo model shipped in the package, used when loadModel() gets no directory. */
+export const demoModelDir = join(packageRoot, 'models', 'tiny-mistral-bf16');
 
 function positiveInteger(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
@@ -52,13 +61,19 @@ async function generationEos(dir: string): Promise<number[]> {
   }
 }
 
-/** Loads a Hugging Face model directory (config.json + safetensors, single or sharded). */
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
-  if (typeof dir !== 'string' || dir === '') throw new TypeError('loadModel: a model directory is required');
+/** Loads a Hugging Face model directory (config.json + safetensors, single or sharded;
+ * tokenizer.json when present). Without a directory, the bundled demo model. */
+export async function loadModel(dir: string = demoModelDir, options: LoadOptions = {}): Promise<Model> {
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('loadModel: the model directory must be a non-empty string');
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const device = options.device ?? 'auto';
   if (device !== 'cpu' && device !== 'auto') throw new Error(`loadModel: device '${String(device)}' is not available in this build (cpu)`);
   const threads = positiveInteger(options.threads, 'threads') ?? 0;
+  const scheduling: SchedulerOptions = { maxBatchTokens: positiveInteger(options.maxBatchTokens, 'maxBatchTokens') ?? 512 };
+  if (options.maxQueue !== undefined) {
+    if (!Number.isSafeInteger(options.maxQueue) || options.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer (got ${String(options.maxQueue)})`);
+    scheduling.maxQueue = options.maxQueue;
+  }
   const { signal, onProgress } = options;
   if (signal?.aborted) throw abortError(signal);
 
@@ -67,6 +82,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const eos = await generationEos(dir);
   for (const t of eos) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
   const checkpoint = await readCheckpoint(dir);
+  const hasTokenizer = await access(join(dir, 'tokenizer.json')).then(() => true, () => false);
+  const tokenizer = hasTokenizer ? await Tokenizer.load(dir) : null;
   onProgress?.({ phase: 'headers', loaded: 0, total: checkpoint.bytes });
   if (signal?.aborted) throw abortError(signal);
 
@@ -95,5 +112,5 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     threads: info.threads,
     weightBytes: info.mappedBytes,
     contextSize,
-  });
+  }, tokenizer, scheduling);
 }

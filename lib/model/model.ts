@@ -1,8 +1,17 @@
-// A loaded model: config, the native engine, and the calls that run it. Forward passes
-// are queued one at a time onto the engine (a step may batch many sequences).
+// A loaded model: config, tokenizer, the native engine, and the calls that run it.
+// Forward passes go one at a time onto the engine; generations share them through the
+// scheduler, which batches all running requests into each pass.
 import { abortError } from '../errors.js';
-import { Sampler, type SamplerOptions } from '../generate/sampler.js';
+import { Generation } from '../generate/generation.js';
+import { Request } from '../generate/request.js';
+import { SAMPLER_KEYS, Sampler, type SamplerOptions } from '../generate/sampler.js';
+import { Scheduler, type Job, type SchedulerOptions } from '../generate/scheduler.js';
+import { StopMatcher } from '../generate/stop.js';
 import { abortFlag, type NativeEngine } from '../native.js';
+import { tokenizeChat, type ChatMessage, type ChatTool } from '../tokenizer/chat-template.js';
+import { Detokenizer } from '../tokenizer/detokenizer.js';
+import type { SpecialTokens, TokenizeOptions, Tokenizer } from '../tokenizer/tokenizer.js';
+import { Chat, type ChatSessionOptions } from './chat.js';
 import type { ModelConfig } from './config.js';
 
 export type LogitsWanted = 'none' | 'last' | 'all';
@@ -21,22 +30,31 @@ export interface ForwardOptions {
 }
 
 export interface GenerateOptions extends SamplerOptions {
-  /** Prompt token ids (include BOS yourself if the model wants it). */
-  tokens: ArrayLike<number>;
-  /** Most new tokens to produce; default 256. */
+  /** Most new tokens (default 256). */
   maxTokens?: number;
-  /** Stop at an end-of-sequence token (config/generation_config eos ids); default true. */
+  /** Stop when the text reaches one of these; the stop string is not part of the output. */
+  stop?: string | string[];
+  /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
-  /** Called with each new token as it is chosen. */
-  onToken?: (token: number) => void;
+  /** Report the log-probability of each chosen token and this many alternatives (0-20). */
+  logprobs?: number;
   signal?: AbortSignal;
+  /** How a text prompt treats special-token text (default 'parse', as Hugging Face). */
+  specialTokens?: SpecialTokens;
+  /** Add BOS to a text prompt as the tokenizer config asks (default true). */
+  addSpecialTokens?: boolean;
 }
 
-export interface GenerateResult {
-  /** The new tokens (without the prompt). */
-  tokens: number[];
-  finishReason: 'length' | 'eos';
+/** The token-id form of generate(). */
+export interface GenerateTokensOptions extends GenerateOptions {
+  tokens: ArrayLike<number>;
 }
+
+export interface ChatOptions extends Omit<GenerateOptions, 'specialTokens' | 'addSpecialTokens'> {
+  tools?: ChatTool[];
+}
+
+const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, 'maxTokens', 'stop', 'stopAtEos', 'logprobs', 'signal', 'specialTokens', 'addSpecialTokens', 'tokens', 'tools']);
 
 export interface ModelInfo {
   dir: string;
@@ -107,15 +125,19 @@ function toTokenArray(tokens: ArrayLike<number>, vocab: number, what: string): I
 export class Model {
   readonly config: ModelConfig;
   readonly info: ModelInfo;
+  /** The model's tokenizer, or null when the directory has no tokenizer.json. */
+  readonly tokenizer: Tokenizer | null;
   #engine: NativeEngine | null;
   #queue: Promise<unknown> = Promise.resolve();
-  #sequences = new Set<number>();
+  readonly #scheduler: Scheduler;
 
   /** @internal Use loadModel(). */
-  constructor(config: ModelConfig, engine: NativeEngine, info: ModelInfo) {
+  constructor(config: ModelConfig, engine: NativeEngine, info: ModelInfo, tokenizer: Tokenizer | null, scheduling: SchedulerOptions = {}) {
     this.config = config;
     this.#engine = engine;
     this.info = info;
+    this.tokenizer = tokenizer;
+    this.#scheduler = new Scheduler(() => this._engine(), (job) => this.#enqueue(job), scheduling);
   }
 
   /** @internal */
@@ -126,7 +148,6 @@ export class Model {
 
   /** @internal */
   _releaseSequence(id: number): void {
-    this.#sequences.delete(id);
     this.#engine?.freeSequence(id);
   }
 
@@ -136,14 +157,31 @@ export class Model {
 
   /** A new, empty sequence in the KV cache. */
   createSequence(): Sequence {
-    const id = this._engine().createSequence();
-    this.#sequences.add(id);
-    return new Sequence(this, id);
+    return new Sequence(this, this._engine().createSequence());
   }
 
   /** KV cache use: pages of `pageSize` positions. */
   cacheStats(): ReturnType<NativeEngine['cacheStats']> {
     return this._engine().cacheStats();
+  }
+
+  /** Requests being generated now, and waiting for KV cache memory. */
+  get pendingRequests(): { active: number; waiting: number } {
+    return { active: this.#scheduler.activeCount, waiting: this.#scheduler.waitingCount };
+  }
+
+  #requireTokenizer(): Tokenizer {
+    if (!this.tokenizer) throw new Error(`${this.info.dir} has no tokenizer.json: use token ids`);
+    return this.tokenizer;
+  }
+
+  /** Text to token ids; 'plain' keeps special-token text from becoming control tokens. */
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    return this.#requireTokenizer().encode(text, options);
+  }
+
+  detokenize(tokens: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.#requireTokenizer().decode(tokens, options);
   }
 
   /**
@@ -198,37 +236,114 @@ export class Model {
     }
   }
 
-  /** Generates tokens after a prompt: greedy at temperature 0, seeded sampling otherwise. */
-  async generate(options: GenerateOptions): Promise<GenerateResult> {
-    const maxTokens = options.maxTokens ?? 256;
-    if (!Number.isSafeInteger(maxTokens) || maxTokens < 0) throw new RangeError(`maxTokens must be a non-negative integer (got ${maxTokens})`);
-    const sampler = new Sampler(options);
-    const prompt = toTokenArray(options.tokens, this.config.vocabSize, 'tokens');
-    const eos = options.stopAtEos === false ? new Set<number>() : new Set(this.config.eosTokenIds);
-    const out: number[] = [];
-    if (maxTokens === 0) return { tokens: out, finishReason: 'length' };
-    const seq = this.createSequence();
+  /**
+   * Generates after a prompt (text, or token ids): iterate it for text chunks as they
+   * come, or await it for the whole result. Greedy at temperature 0 (the default).
+   */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation;
+  generate(options: GenerateTokensOptions): Generation;
+  generate(prompt: string | ArrayLike<number> | GenerateTokensOptions, options: GenerateOptions = {}): Generation {
+    const generation = new Generation();
     try {
-      let [logits] = await this.step([{ sequence: seq, tokens: prompt }], options);
-      for (;;) {
-        const token = sampler.sample(logits!);
-        out.push(token);
-        options.onToken?.(token);
-        if (eos.has(token)) return { tokens: out, finishReason: 'eos' };
-        if (out.length >= maxTokens) return { tokens: out, finishReason: 'length' };
-        [logits] = await this.step([{ sequence: seq, tokens: [token] }], options);
+      let tokens: Int32Array;
+      if (typeof prompt === 'string') {
+        checkOptions(options);
+        tokens = Int32Array.from(this.#requireTokenizer().encode(prompt, { specialTokens: options.specialTokens ?? 'parse', addSpecialTokens: options.addSpecialTokens ?? true }));
+      } else if (isTokensOptions(prompt)) {
+        options = prompt;
+        checkOptions(options);
+        tokens = toTokenArray(prompt.tokens, this.config.vocabSize, 'tokens');
+      } else {
+        checkOptions(options);
+        tokens = toTokenArray(prompt, this.config.vocabSize, 'prompt');
       }
-    } finally {
-      if (!this.disposed) seq.dispose();
+      if (tokens.length === 0) throw new RangeError('the prompt is empty');
+      this._submit(generation, tokens, options, null);
+    } catch (e) {
+      generation.sink.fail(e as Error);
     }
+    return generation;
   }
 
-  /** Frees the weights mapping and the KV cache now. Calls after this throw. */
+  /** One reply to a conversation, rendered with the model's chat template. Message
+   * contents are always tokenized as plain text. */
+  chat(messages: ChatMessage[], options: ChatOptions = {}): Generation {
+    const generation = new Generation();
+    try {
+      checkOptions(options);
+      const tokens = Int32Array.from(tokenizeChat(this.#requireTokenizer(), messages, { ...(options.tools ? { tools: options.tools } : {}) }));
+      this._submit(generation, tokens, options, null);
+    } catch (e) {
+      generation.sink.fail(e as Error);
+    }
+    return generation;
+  }
+
+  /** A conversation that keeps its KV cache between turns: a new turn prefills only the
+   * tokens that are new. Dispose it when done. */
+  createChat(options: ChatSessionOptions = {}): Chat {
+    this.#requireTokenizer();
+    return new Chat(this, options);
+  }
+
+  /**
+   * @internal Queues a generation. With `session`, the tokens continue that sequence
+   * (whose first `keep` tokens stay cached) and the sequence is kept afterwards.
+   */
+  _submit(
+    generation: Generation,
+    prompt: Int32Array,
+    options: GenerateOptions,
+    session: { sequence: number; keep: number; onEnd: (fed: number[]) => void } | null,
+  ): void {
+    const maxTokens = options.maxTokens ?? 256;
+    if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) throw new RangeError(`maxTokens must be a positive integer (got ${maxTokens})`);
+    const logprobs = options.logprobs ?? 0;
+    if (!Number.isSafeInteger(logprobs) || logprobs < 0 || logprobs > 20) throw new RangeError(`logprobs must be an integer in [0, 20] (got ${logprobs})`);
+    const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
+    if (!stops.every((s) => typeof s === 'string' && s.length > 0)) throw new TypeError('stop must be a non-empty string or a list of them');
+    if (stops.length > 0 && !this.tokenizer) throw new Error('stop strings need a tokenizer (this model has no tokenizer.json)');
+    const context = this.info.contextSize;
+    const start = session?.keep ?? 0;
+    if (start + prompt.length > context)
+      throw new RangeError(`the prompt has ${start + prompt.length} tokens, more than the context size of ${context}`);
+    if (options.signal?.aborted) throw abortError(options.signal);
+    const sampler = new Sampler(options);
+    const eos = options.stopAtEos === false ? new Set<number>() : new Set([...this.config.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])]);
+    const request = new Request({
+      sink: generation.sink,
+      sampler,
+      prompt,
+      maxTokens,
+      eos,
+      detokenizer: this.tokenizer ? new Detokenizer(this.tokenizer, prompt) : null,
+      stop: stops.length > 0 ? new StopMatcher(stops) : null,
+      logprobs,
+    });
+    const engine = this._engine();
+    const sequence = session ? session.sequence : engine.createSequence();
+    const job: Job = {
+      request,
+      sequence,
+      ownsSequence: !session,
+      pending: prompt,
+      fed: 0,
+      length: start,
+      maxLength: Math.min(context, start + prompt.length + maxTokens),
+      signal: options.signal,
+      fedTokens: [],
+      ...(session ? { onEnd: session.onEnd } : {}),
+    };
+    this.#scheduler.submit(job);
+  }
+
+  /** Frees the weights mapping and the KV cache now; running generations end with an
+   * error. Calls after this throw. */
   dispose(): void {
     const engine = this.#engine;
     if (!engine) return;
     this.#engine = null;
-    this.#sequences.clear();
+    this.#scheduler.close(new Error('the model has been disposed'));
     engine.dispose();
   }
 
@@ -245,4 +360,13 @@ export class Model {
     this.#queue = run.catch(() => undefined);
     return run;
   }
+}
+
+function isTokensOptions(v: unknown): v is GenerateTokensOptions {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v) && 'tokens' in v;
+}
+
+function checkOptions(options: object): void {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  for (const key of Object.keys(options)) if (!GENERATE_KEYS.has(key)) throw new TypeError(`unknown option '${key}'`);
 }
