@@ -37,14 +37,14 @@ describe('generate', () => {
     await using model = await loadModel(small.dir);
     const prompt = [1, 7, 9, 30];
     const greedy = await model.generate({ tokens: prompt, maxTokens: 10, stopAtEos: false });
-    expect(greedy).toEqual({ tokens: referenceGreedy(small, prompt, 10), finishReason: 'length' });
+    expect(greedy).toMatchObject({ tokens: referenceGreedy(small, prompt, 10), finishReason: 'length', promptTokens: 4 });
     const a = await model.generate({ tokens: prompt, maxTokens: 20, temperature: 1.5, seed: 7, stopAtEos: false });
     const b = await model.generate({ tokens: prompt, maxTokens: 20, temperature: 1.5, seed: 7, stopAtEos: false });
     const c = await model.generate({ tokens: prompt, maxTokens: 20, temperature: 1.5, seed: 8, stopAtEos: false });
     expect(a.tokens).toEqual(b.tokens);
     expect(c.tokens).not.toEqual(a.tokens);
     const streamed: number[] = [];
-    await model.generate({ tokens: prompt, maxTokens: 5, stopAtEos: false, onToken: (t) => streamed.push(t) });
+    for await (const chunk of model.generate(prompt, { maxTokens: 5, stopAtEos: false })) streamed.push(...chunk.tokens);
     expect(streamed).toEqual(greedy.tokens.slice(0, 5));
   });
 
@@ -54,7 +54,7 @@ describe('generate', () => {
     const prompt = [1, 3, 5];
     const [first] = referenceGreedy(small, prompt, 1);
     model.config.eosTokenIds.splice(0, Infinity, first!);
-    expect(await model.generate({ tokens: prompt, maxTokens: 10 })).toEqual({ tokens: [first], finishReason: 'eos' });
+    expect(await model.generate({ tokens: prompt, maxTokens: 10 })).toMatchObject({ tokens: [first], finishReason: 'eos' });
   });
 
   it('validates its settings', async () => {
@@ -62,6 +62,8 @@ describe('generate', () => {
     await expect(model.generate({ tokens: [1], temperature: -1 })).rejects.toThrow(/temperature/);
     await expect(model.generate({ tokens: [1], temperature: NaN })).rejects.toThrow(/temperature/);
     await expect(model.generate({ tokens: [1], maxTokens: -3 })).rejects.toThrow(/maxTokens/);
+    await expect(model.generate([1], { temperatur: 1 } as never)).rejects.toThrow(/unknown option 'temperatur'/);
+    await expect(model.generate('text')).rejects.toThrow(/no tokenizer\.json/);
     await expect(model.generate({ tokens: [1], topK: 1.5 })).rejects.toThrow(/topK/);
     await expect(model.generate({ tokens: [] })).rejects.toThrow(/empty/);
     await expect(model.generate({ tokens: [50] })).rejects.toThrow(/\[0, 50\)/);
