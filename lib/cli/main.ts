@@ -98,10 +98,8 @@ function progressBar(enabled: boolean): ((p: LoadProgress) => void) | undefined 
   };
 }
 
-/** Streams a generation to stdout; Ctrl-C stops it (not the process). */
-async function stream(generation: Generation, controller: AbortController, json: boolean): Promise<void> {
-  const onSigint = () => controller.abort();
-  process.on('SIGINT', onSigint);
+/** Streams a generation to stdout. An abort (Ctrl-C) ends it, not the process. */
+async function stream(generation: Generation, json: boolean): Promise<void> {
   try {
     if (!json) for await (const chunk of generation) process.stdout.write(chunk.text);
     const result = await generation;
@@ -110,32 +108,30 @@ async function stream(generation: Generation, controller: AbortController, json:
   } catch (e) {
     if ((e as Error).name !== 'AbortError') throw e;
     process.stdout.write(json ? `${JSON.stringify({ finishReason: 'abort' })}\n` : ' [stopped]\n');
-  } finally {
-    process.off('SIGINT', onSigint);
   }
 }
 
 async function chat(model: Model, values: Values): Promise<void> {
   using session = model.createChat(values.system !== undefined ? { system: values.system } : {});
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
-  let closed = false;
-  rl.on('close', () => (closed = true));
-  rl.on('SIGINT', () => rl.close());
+  // Ctrl-C stops the reply being written; at the prompt it quits.
+  let current: AbortController | null = null;
+  const interrupt = () => (current ? current.abort() : rl.close());
+  rl.on('SIGINT', interrupt);
+  process.on('SIGINT', interrupt);
   const options = generateOptions(values);
-  while (!closed) {
-    let line: string;
-    try {
-      line = await rl.question('> ');
-    } catch {
-      break;
+  rl.setPrompt('> ');
+  rl.prompt();
+  for await (const line of rl) {
+    if (line.trim() !== '') {
+      current = new AbortController();
+      await stream(session.send(line, { ...options, signal: current.signal }), values.json ?? false);
+      current = null;
     }
-    if (line.trim() === '') continue;
-    const controller = new AbortController();
-    rl.pause();
-    await stream(session.send(line, { ...options, signal: controller.signal }), controller, values.json ?? false);
-    rl.resume();
+    rl.prompt();
   }
-  rl.close();
+  process.off('SIGINT', interrupt);
+  if (!values.json) process.stdout.write('\n');
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -166,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
   const options = generateOptions(values);
   const controller = new AbortController();
   options.signal = controller.signal;
+  process.once('SIGINT', () => controller.abort());
   let generation: Generation;
   if (values.tokens !== undefined) {
     const tokens = values.tokens.split(',').map((t) => {
@@ -180,7 +177,7 @@ async function main(argv: string[]): Promise<number> {
     if (!json) process.stdout.write(prompt);
     generation = model.generate(prompt, options);
   }
-  await stream(generation, controller, json);
+  await stream(generation, json);
   return 0;
 }
 

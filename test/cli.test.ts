@@ -1,0 +1,44 @@
+// The `laminate` command, run as a user runs it (from dist/, with the bundled model).
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { projectRoot } from './helpers/fixtures.js';
+
+const cli = join(projectRoot, 'dist/cli/main.js');
+const run = (args: string[], input?: string) =>
+  spawnSync(process.execPath, [cli, ...args], { cwd: projectRoot, encoding: 'utf8', input: input ?? '', timeout: 60_000 });
+
+describe('laminate CLI', () => {
+  it('generate streams text; --json gives the result', () => {
+    const json = run(['generate', 'The function', '--max-tokens', '12', '--ignore-eos', '--json']);
+    expect(json.status, json.stderr).toBe(0);
+    const result = JSON.parse(json.stdout) as { text: string; tokens: number[]; finishReason: string };
+    expect(result.tokens.length).toBe(12);
+    expect(result.finishReason).toBe('length');
+    const text = run(['generate', 'The function', '--max-tokens', '12', '--ignore-eos']);
+    expect(text.status).toBe(0);
+    expect(text.stdout).toBe(`The function${result.text}\n`);
+  });
+
+  it('generate takes token ids and sampling flags', () => {
+    const a = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--temperature', '0.8', '--top-p', '0.9', '--seed', '5', '--json']);
+    const b = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--temperature', '0.8', '--top-p', '0.9', '--seed', '5', '--json']);
+    expect(a.status, a.stderr).toBe(0);
+    expect(JSON.parse(a.stdout).tokens).toEqual(JSON.parse(b.stdout).tokens);
+  });
+
+  it('chat answers each line of input until the input ends', () => {
+    const out = run(['chat', '--max-tokens', '8'], 'What is a list?\nAnd a tuple?\n');
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout.split('> ').length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('bad input is a message and exit code 1', () => {
+    expect(run(['dance'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/unknown command 'dance'/) });
+    expect(run(['generate', 'x', '--temperature', 'hot'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/--temperature must be a number/) });
+    expect(run(['generate', 'x', '--top-p', '2'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/topP must be in/) });
+    expect(run(['info', '--model', '/nonexistent'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/config\.json: cannot read/) });
+    expect(run(['generate', '--bogus'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/bogus/) });
+  });
+});
