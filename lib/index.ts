@@ -19,4 +19,4 @@ export { Tokenizer, type SpecialTokens, type TokenizeOptions } from './tokenizer
 export { ChatTemplateError, type ChatMessage, type ChatTool } from './tokenizer/chat-template.js';
 export { Detokenizer } from './tokenizer/detokenizer.js';
 export { FormatError } from './errors.js';
-export { cpuInfo, type CpuInfo } from './system.js';
+export { cpuInfo, type CpuInfo, type Isa } from './system.js';

@@ -95,6 +95,8 @@ export class Scheduler {
   }
 
   #admit(): void {
+    for (const job of this.#waiting) if (job.signal?.aborted) this.#end(job, abortError(job.signal));
+    this.#waiting = this.#waiting.filter((j) => !j.signal?.aborted);
     while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!)) this.#active.push(this.#waiting.shift()!);
   }
 

@@ -1,9 +1,10 @@
 // A checkpoint directory's weights: model.safetensors, or shards listed by
 // model.safetensors.index.json. Reads every header and builds one table of tensors.
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { FormatError } from '../errors.js';
+import { readJsonObject } from '../formats/json.js';
 import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../formats/safetensors.js';
 
 export interface CheckpointTensor extends TensorInfo {
@@ -24,20 +25,9 @@ const SINGLE = 'model.safetensors';
 
 async function shardNamesFromIndex(dir: string): Promise<{ files: string[]; weightMap: Map<string, string> } | null> {
   const path = join(dir, INDEX);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new FormatError(path, `cannot read: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new FormatError(path, `is not valid JSON (${(e as Error).message})`);
-  }
-  const map = (json as { weight_map?: unknown } | null)?.weight_map;
+  const json = await readJsonObject(path, { optional: true });
+  if (!json) return null;
+  const map = json['weight_map'];
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new FormatError(path, 'has no weight_map object');
   const weightMap = new Map<string, string>();
   for (const [tensor, file] of Object.entries(map)) {

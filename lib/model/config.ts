@@ -1,8 +1,8 @@
 // config.json -> ModelConfig: the Hugging Face fields, checked and given camelCase names.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { FormatError } from '../errors.js';
+import { readJsonObject } from '../formats/json.js';
 
 export type RopeScaling =
   | { type: 'linear'; factor: number }
@@ -173,19 +173,7 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
 
 export async function readConfig(dir: string): Promise<ModelConfig> {
   const file = join(dir, 'config.json');
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new FormatError(file, `cannot read: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new FormatError(file, `is not valid JSON (${(e as Error).message})`);
-  }
-  return parseConfig(json, file);
+  return parseConfig(await readJsonObject(file), file);
 }
 
 /** Rotary inverse frequencies (head_dim / 2 of them), with the config's scaling applied. */

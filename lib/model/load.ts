@@ -1,12 +1,14 @@
 // loadModel: a directory on disk becomes a running model. Reads config.json and the
 // safetensors headers, checks them, builds the layer plan, maps the weights in native
 // code and touches them off the JS thread (with progress and abort).
-import { access, readFile } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { abortError } from '../errors.js';
+import { readJsonObject } from '../formats/json.js';
 import type { SchedulerOptions } from '../generate/scheduler.js';
 import { abortFlag, native, packageRoot } from '../native.js';
+import type { Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readCheckpoint } from './checkpoint.js';
 import { readConfig } from './config.js';
@@ -26,7 +28,7 @@ export interface LoadOptions {
   /** Compute threads; default the number of physical cores. */
   threads?: number;
   /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx512'. */
-  isa?: 'auto' | 'scalar' | 'avx2' | 'avx512';
+  isa?: 'auto' | Isa;
   /** Longest sequence, in tokens; default min(max_position_embeddings, 8192). */
   contextSize?: number;
   /** KV cache capacity over all sequences, in tokens; default contextSize. Memory is taken as pages fill. */
@@ -51,14 +53,10 @@ function positiveInteger(value: unknown, name: string): number | undefined {
 }
 
 async function generationEos(dir: string): Promise<number[]> {
-  try {
-    const json = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8')) as { eos_token_id?: unknown };
-    const v = json.eos_token_id;
-    const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
-    return list.filter((t): t is number => Number.isSafeInteger(t) && t >= 0);
-  } catch {
-    return [];
-  }
+  const json = await readJsonObject(join(dir, 'generation_config.json'), { optional: true }).catch(() => null);
+  const v = json?.['eos_token_id'];
+  const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
+  return list.filter((t): t is number => Number.isSafeInteger(t) && t >= 0);
 }
 
 /** Loads a Hugging Face model directory (config.json + safetensors, single or sharded;

@@ -1,12 +1,12 @@
 // Text <-> token ids with Hugging Face semantics: tokenizer.json through
 // @huggingface/tokenizers (normalizer, pre-tokenizer, BPE with byte fallback, added
 // tokens, decoder), BOS/EOS from tokenizer_config.json and generation_config.json.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { FormatError } from '../errors.js';
+import { readJsonObject } from '../formats/json.js';
 
 /** 'parse': the text of a special token (e.g. `[INST]`) becomes that control token, as in
  * Hugging Face. 'plain': all text is ordinary text; no control token can appear. */
@@ -30,23 +30,6 @@ interface AddedToken {
 export interface TextPiece {
   text: string;
   plain: boolean;
-}
-
-async function readJson(path: string, required: boolean): Promise<Record<string, unknown> | null> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new FormatError(path, `cannot read: ${(e as Error).message}`);
-  }
-  try {
-    const json: unknown = JSON.parse(text);
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('not a JSON object');
-    return json as Record<string, unknown>;
-  } catch (e) {
-    throw new FormatError(path, `is not valid JSON (${(e as Error).message})`);
-  }
 }
 
 function tokenContent(v: unknown): string | null {
@@ -105,18 +88,18 @@ export class Tokenizer {
   /** Loads tokenizer.json (required) and the optional configs of a model directory. */
   static async load(dir: string): Promise<Tokenizer> {
     const path = join(dir, 'tokenizer.json');
-    const json = await readJson(path, true);
-    const config = (await readJson(join(dir, 'tokenizer_config.json'), false)) ?? {};
-    const generation = (await readJson(join(dir, 'generation_config.json'), false)) ?? {};
+    const json = (await readJsonObject(path))!;
+    const config = (await readJsonObject(join(dir, 'tokenizer_config.json'), { optional: true })) ?? {};
+    const generation = (await readJsonObject(join(dir, 'generation_config.json'), { optional: true })) ?? {};
     const g = generation['eos_token_id'];
     const generationEos = (Array.isArray(g) ? g : [g]).filter((t): t is number => Number.isSafeInteger(t) && (t as number) >= 0);
     let hf: HfTokenizer;
     try {
-      hf = new HfTokenizer(json!, config);
+      hf = new HfTokenizer(json, config);
     } catch (e) {
       throw new FormatError(path, `cannot be used: ${(e as Error).message}`);
     }
-    return new Tokenizer(hf, json!, config, generationEos);
+    return new Tokenizer(hf, json, config, generationEos);
   }
 
   /** A global pattern matching the text of any added token, or `extra`. */
