@@ -57,7 +57,12 @@ void ThreadPool::parallel_for(int tasks, const std::function<void(int, int)>& fn
   }
   wake_.notify_all();
   run_tasks(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  // Spin for the stragglers; if one seems descheduled (other load on the cores), yield
+  // so that it can run instead of burning our time slice.
+  for (int spins = 0; busy_workers_.load(std::memory_order_acquire) != 0; spins++) {
+    if (spins < 4096) cpu_relax();
+    else std::this_thread::yield();
+  }
   fn_ = nullptr;
 }
 
