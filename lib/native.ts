@@ -76,6 +76,8 @@ export interface NativeEngine {
 
 export interface NativeAddon {
   Engine: new (spec: NativeModelSpec) => NativeEngine;
+  /** Runs a merge to disk (see lib/merge/merge.ts for the spec). */
+  runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };
   backend: string;
 }

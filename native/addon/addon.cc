@@ -12,6 +12,7 @@
 #include "../core/thread_pool.h"
 #include "../engine/engine.h"
 #include "args.h"
+#include "merge_binding.h"
 
 namespace laminate {
 namespace {
@@ -100,29 +101,6 @@ ModelSpec parse_spec(const Napi::Object& js) {
   return spec;
 }
 
-// An optional Int32Array over a SharedArrayBuffer: element 0 set to non-zero asks a running
-// job to stop. The reference keeps its memory alive while the job runs.
-struct AbortFlag {
-  Napi::Reference<Napi::Int32Array> ref;
-  const std::atomic<int32_t>* flag = nullptr;
-
-  AbortFlag(const Napi::Value& v) {
-    if (v.IsUndefined() || v.IsNull()) return;
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw Error("abort flag must be an Int32Array");
-    Napi::Int32Array a = v.As<Napi::Int32Array>();
-    if (a.ElementLength() < 1) throw Error("abort flag must have one element");
-    ref = Napi::Persistent(a);
-    flag = reinterpret_cast<const std::atomic<int32_t>*>(a.Data());
-  }
-};
-
-Napi::Error js_error(Napi::Env env, const std::exception& e) {
-  Napi::Error err = Napi::Error::New(env, e.what());
-  if (dynamic_cast<const Aborted*>(&e)) err.Set("name", Napi::String::New(env, "AbortError"));
-  return err;
-}
-
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<StepEntry> entries, const Napi::Value& abort)
@@ -163,10 +141,6 @@ class StepWorker : public Napi::AsyncWorker {
   AbortFlag abort_;
   StepResult result_;
   bool aborted_ = false;
-};
-
-struct Progress {
-  double done, total;
 };
 
 class PrefaultWorker : public Napi::AsyncProgressWorker<Progress> {
@@ -366,6 +340,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::define(env));
   exports.Set("cpuInfo", Napi::Function::New(env, cpu_info));
   exports.Set("backend", "cpu");
+  exports.Set("runMerge", Napi::Function::New(env, run_merge_js));
   return exports;
 }
 

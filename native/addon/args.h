@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -52,5 +53,32 @@ inline Napi::Object object_at(const Napi::Value& v, const std::string& what) {
 }
 
 constexpr int64_t kMaxSafeInteger = 9007199254740991LL;
+
+// An optional Int32Array over a SharedArrayBuffer: element 0 set to non-zero asks a running
+// job to stop. The reference keeps its memory alive while the job runs.
+struct AbortFlag {
+  Napi::Reference<Napi::Int32Array> ref;
+  const std::atomic<int32_t>* flag = nullptr;
+
+  explicit AbortFlag(const Napi::Value& v) {
+    if (v.IsUndefined() || v.IsNull()) return;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Error("abort flag must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    if (a.ElementLength() < 1) throw Error("abort flag must have one element");
+    ref = Napi::Persistent(a);
+    flag = reinterpret_cast<const std::atomic<int32_t>*>(a.Data());
+  }
+};
+
+struct Progress {
+  double done, total;
+};
+
+inline Napi::Error js_error(Napi::Env env, const std::exception& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  if (dynamic_cast<const Aborted*>(&e)) err.Set("name", Napi::String::New(env, "AbortError"));
+  return err;
+}
 
 }  // namespace laminate
