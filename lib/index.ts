@@ -18,5 +18,7 @@ export type { SamplerOptions } from './generate/sampler.js';
 export { Tokenizer, type SpecialTokens, type TokenizeOptions } from './tokenizer/tokenizer.js';
 export { ChatTemplateError, type ChatMessage, type ChatTool } from './tokenizer/chat-template.js';
 export { Detokenizer } from './tokenizer/detokenizer.js';
+export { merge, type MergeOptions, type MergeResult } from './merge/merge.js';
+export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, type Parameters, type ParameterValue } from './merge/config.js';
 export { FormatError } from './errors.js';
 export { cpuInfo, type CpuInfo, type Isa } from './system.js';

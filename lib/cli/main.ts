@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
 import type { GenerateOptions, Generation, LoadProgress, Model } from '../index.js';
-import { cpuInfo, loadModel } from '../index.js';
+import { cpuInfo, loadModel, merge } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
@@ -12,6 +12,7 @@ Usage:
   laminate generate [--model DIR] "prompt"      stream a continuation of the prompt
   laminate generate [--model DIR] --tokens 1,415,2936
   laminate chat [--model DIR] [--system TEXT]   interactive chat (Ctrl-C stops a reply, Ctrl-D quits)
+  laminate merge CONFIG.yml OUT_DIR             run a mergekit configuration, write the merged model
   laminate info [--model DIR]                   config and engine details
   laminate cpu                                  what this CPU offers
 
@@ -25,6 +26,13 @@ Sampling:
   --max-tokens N         most new tokens (default 256)
   --stop TEXT            stop at this text (repeatable)
   --ignore-eos           keep going past end-of-sequence
+
+Merging:
+  --out-shard-size BYTES shard size limit (default 5e9)
+  --random-seed N        seed of random sparsification (dare_*)
+  --overwrite            replace OUT_DIR if it exists
+
+--model also takes a passthrough merge configuration (.yml): it loads without writing.
 
 Other:
   --threads N            compute threads (default: physical cores)
@@ -50,6 +58,9 @@ const OPTIONS = {
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
   threads: { type: 'string' },
+  'out-shard-size': { type: 'string' },
+  'random-seed': { type: 'string' },
+  overwrite: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -143,6 +154,25 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'cpu') {
     console.log(JSON.stringify(cpuInfo(), null, 2));
+    return 0;
+  }
+  if (command === 'merge') {
+    const [, config, out] = positionals;
+    if (!config || !out) throw new Error('usage: laminate merge CONFIG.yml OUT_DIR');
+    const seed = number(values, 'random-seed');
+    const shardSize = number(values, 'out-shard-size');
+    const controller = new AbortController();
+    process.once('SIGINT', () => controller.abort());
+    const show = !values.json && process.stderr.isTTY;
+    const result = await merge(config, out, {
+      signal: controller.signal,
+      ...(seed !== undefined ? { seed } : {}),
+      ...(shardSize !== undefined ? { outShardSize: shardSize } : {}),
+      ...(values.overwrite ? { overwrite: true } : {}),
+      ...(show ? { onProgress: ({ written, total }: { written: number; total: number }) => process.stderr.write(`\rmerging ${((100 * written) / Math.max(1, total)).toFixed(0).padStart(3)}%`) } : {}),
+    });
+    if (show) process.stderr.write('\n');
+    console.log(values.json ? JSON.stringify(result) : `wrote ${result.tensors} tensors (${(result.bytes / 1e9).toFixed(2)} GB) in ${result.shards.length} shard(s) to ${result.outDir}`);
     return 0;
   }
   if (!['generate', 'chat', 'info'].includes(command)) throw new Error(`unknown command '${command}' (see laminate --help)`);

@@ -124,7 +124,7 @@ function modelCard(plan: MergePlan, parsed: ParsedMergeConfig, outDir: string): 
   const { config } = parsed;
   const link = (ref: string) => (looksLikeHubId(ref) ? `[${ref}](https://huggingface.co/${ref})` : ref);
   const hub = plan.models.map((m) => m.ref).filter(looksLikeHubId);
-  const front = stringify({ base_model: hub, library_name: 'transformers', tags: ['mergekit', 'merge'] }, { sortMapEntries: true });
+  const front = stringify({ base_model: hub, library_name: 'transformers', tags: ['mergekit', 'merge'] }, { sortMapEntries: true, indentSeq: false });
   const method = plan.method.url ? `[${plan.method.pretty}](${plan.method.url})` : plan.method.pretty;
   const baseRef = config.base_model;
   const base = baseRef !== undefined && plan.method.name !== 'slerp' ? ` using ${link(baseRef)} as a base` : '';

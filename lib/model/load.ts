@@ -10,10 +10,12 @@ import type { SchedulerOptions } from '../generate/scheduler.js';
 import { abortFlag, native, packageRoot } from '../native.js';
 import type { Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { readCheckpoint } from './checkpoint.js';
-import { readConfig } from './config.js';
+import type { MergeConfig } from '../merge/config.js';
+import { isMergeConfig, planVirtualMerge } from '../merge/virtual.js';
+import { readCheckpoint, type Checkpoint } from './checkpoint.js';
+import { readConfig, type ModelConfig } from './config.js';
 import { Model } from './model.js';
-import { checkpointPlan, resolvePlan } from './plan.js';
+import { checkpointPlan, resolvePlan, type LayerPlan } from './plan.js';
 
 export interface LoadProgress {
   phase: 'headers' | 'weights';
@@ -59,10 +61,27 @@ async function generationEos(dir: string): Promise<number[]> {
   return list.filter((t): t is number => Number.isSafeInteger(t) && t >= 0);
 }
 
-/** Loads a Hugging Face model directory (config.json + safetensors, single or sharded;
- * tokenizer.json when present). Without a directory, the bundled demo model. */
-export async function loadModel(dir: string = demoModelDir, options: LoadOptions = {}): Promise<Model> {
-  if (typeof dir !== 'string' || dir === '') throw new TypeError('loadModel: the model directory must be a non-empty string');
+/** What a load reads: a model directory, or a passthrough merge of several. */
+async function readSource(source: string | MergeConfig): Promise<{ dir: string; config: ModelConfig; checkpoint: Checkpoint; plan: LayerPlan; tokenizerDir: string }> {
+  if (isMergeConfig(source)) {
+    const v = await planVirtualMerge(source);
+    return { dir: v.label, config: v.config, checkpoint: v.checkpoint, plan: v.plan, tokenizerDir: v.tokenizerDir };
+  }
+  const dir = resolve(source);
+  const config = await readConfig(dir);
+  for (const t of await generationEos(dir)) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
+  return { dir, config, checkpoint: await readCheckpoint(dir), plan: checkpointPlan(config), tokenizerDir: dir };
+}
+
+/**
+ * Loads a Hugging Face model directory (config.json + safetensors, single or sharded;
+ * tokenizer.json when present). Without a directory, the bundled demo model. Given a
+ * mergekit passthrough configuration (YAML text, a .yml path or the object), loads the
+ * merged model without writing it: repeated layers share the same mapped weights.
+ */
+export async function loadModel(source: string | MergeConfig = demoModelDir, options: LoadOptions = {}): Promise<Model> {
+  if (!isMergeConfig(source) && (typeof source !== 'string' || source === ''))
+    throw new TypeError('loadModel: give a model directory or a merge configuration');
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const device = options.device ?? 'auto';
   if (device !== 'cpu' && device !== 'auto') throw new Error(`loadModel: device '${String(device)}' is not available in this build (cpu)`);
@@ -75,20 +94,16 @@ export async function loadModel(dir: string = demoModelDir, options: LoadOptions
   const { signal, onProgress } = options;
   if (signal?.aborted) throw abortError(signal);
 
-  dir = resolve(dir);
-  const config = await readConfig(dir);
-  const eos = await generationEos(dir);
-  for (const t of eos) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
-  const checkpoint = await readCheckpoint(dir);
-  const hasTokenizer = await access(join(dir, 'tokenizer.json')).then(() => true, () => false);
-  const tokenizer = hasTokenizer ? await Tokenizer.load(dir) : null;
+  const { dir, config, checkpoint, plan, tokenizerDir } = await readSource(source);
+  const hasTokenizer = await access(join(tokenizerDir, 'tokenizer.json')).then(() => true, () => false);
+  const tokenizer = hasTokenizer ? await Tokenizer.load(tokenizerDir) : null;
   onProgress?.({ phase: 'headers', loaded: 0, total: checkpoint.bytes });
   if (signal?.aborted) throw abortError(signal);
 
   const contextSize = positiveInteger(options.contextSize, 'contextSize') ?? Math.min(config.maxPositionEmbeddings, 8192);
   const kvCacheTokens = positiveInteger(options.kvCacheTokens, 'kvCacheTokens') ?? contextSize;
   const isa = options.isa ?? (process.env['LAMINATE_ISA'] || 'auto');
-  const spec = resolvePlan(config, checkpoint, checkpointPlan(config), { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
+  const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
 
   const addon = native();
   const engine = new addon.Engine(spec);
