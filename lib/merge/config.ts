@@ -158,11 +158,11 @@ export function checkMergeConfig(raw: unknown): MergeConfig {
 
 /** Parses YAML text; syntax errors name the line and column. */
 export function parseMergeYaml(text: string, source = 'merge config'): MergeConfig {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const pos = e.linePos?.[0];
-    throw new MergeConfigError(`${source}: YAML error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`);
+    throw new MergeConfigError(`${source}: YAML error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
   }
   return checkMergeConfig(doc.toJS());
 }
