@@ -1,5 +1,7 @@
 // The `laminate` command, run as a user runs it (from dist/, with the bundled model).
 import { spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -32,6 +34,25 @@ describe('laminate CLI', () => {
     const out = run(['chat', '--max-tokens', '8'], 'What is a list?\nAnd a tuple?\n');
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout.split('> ').length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('merge writes a merged model that generate can run, and --model takes the YAML itself', () => {
+    const out = join(tmpdir(), `laminate-cli-merge-${process.pid}`);
+    const yml = join(tmpdir(), `laminate-cli-merge-${process.pid}.yml`);
+    const demo = join(projectRoot, 'models/tiny-mistral-bf16');
+    writeFileSync(yml, `slices:\n- sources:\n  - model: ${demo}\n    layer_range: [0, 6]\n- sources:\n  - model: ${demo}\n    layer_range: [2, 8]\nmerge_method: passthrough\n`);
+    try {
+      const merged = run(['merge', yml, out, '--json']);
+      expect(merged.status, merged.stderr).toBe(0);
+      expect(JSON.parse(merged.stdout)).toMatchObject({ tensors: 3 + 12 * 9, shards: ['model.safetensors'] });
+      const fromDisk = JSON.parse(run(['generate', '--model', out, 'The function', '--max-tokens', '6', '--json']).stdout);
+      const virtual = JSON.parse(run(['generate', '--model', yml, 'The function', '--max-tokens', '6', '--json']).stdout);
+      expect(virtual.tokens).toEqual(fromDisk.tokens);
+      expect(run(['merge', yml, out])).toMatchObject({ status: 1, stderr: expect.stringMatching(/already exists/) });
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      rmSync(yml, { force: true });
+    }
   });
 
   it('bad input is a message and exit code 1', () => {

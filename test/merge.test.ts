@@ -382,3 +382,23 @@ describe('bad configurations', () => {
     expect(readdirSync(out)).toContain('model.safetensors');
   });
 });
+
+describe('side files and entry points', () => {
+  it('copies the tokenizer of tokenizer_source and applies a literal chat_template', async () => {
+    const demo = join(import.meta.dirname, '../models/tiny-mistral-bf16');
+    const template = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+    const out = join(fresh(), 'out');
+    await merge({ merge_method: 'passthrough', models: [{ model: demo }], tokenizer_source: demo, chat_template: template }, out);
+    const config = JSON.parse(readFileSync(join(out, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config['chat_template']).toBe(template);
+    expect(readFileSync(join(out, 'tokenizer.json'))).toEqual(readFileSync(join(demo, 'tokenizer.json')));
+    await using model = await loadModel(out);
+    expect((await model.generate('The function', { maxTokens: 8, stopAtEos: false })).tokens.length).toBe(8);
+  });
+
+  it('only passthrough merges load without writing', async () => {
+    const [a, b] = models['BF16']!;
+    await expect(loadModel({ merge_method: 'linear', models: [{ model: a!.dir, parameters: { weight: 1 } }, { model: b!.dir, parameters: { weight: 1 } }] })).rejects.toThrow(/only passthrough merges load without writing/);
+    await expect(loadModel({ merge_method: 'passthrough', models: [{ model: a!.dir, parameters: { scale: 0.5 } }] })).rejects.toThrow(/scale changes the weights/);
+  });
+});

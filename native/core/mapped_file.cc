@@ -1,5 +1,6 @@
 #include "mapped_file.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -65,6 +66,14 @@ void MappedFile::prefault(uint64_t offset, uint64_t length, const std::atomic<bo
   }
   (void)sink;
   progress(length);
+}
+
+void MappedFile::release(uint64_t offset, uint64_t length) const {
+  if (!data_ || offset >= size_) return;
+  const uint64_t page = 4096;
+  const uint64_t start = (offset + page - 1) & ~(page - 1);  // whole pages inside the range only
+  const uint64_t end = std::min(size_, offset + length) & ~(page - 1);
+  if (end > start) ::madvise(data_ + start, end - start, MADV_DONTNEED);
 }
 
 }  // namespace laminate

@@ -26,6 +26,10 @@ class MappedFile {
   void prefault(uint64_t offset, uint64_t length, const std::atomic<bool>* abort,
                 const std::function<void(uint64_t)>& progress) const;
 
+  // Drops the pages of [offset, offset + length) from this process (they stay in the page
+  // cache): streaming readers call it so that resident memory does not grow with the file.
+  void release(uint64_t offset, uint64_t length) const;
+
  private:
   std::string path_;
   uint8_t* data_ = nullptr;

@@ -67,7 +67,7 @@ class TensorMerger {
  public:
   TensorMerger(const MergeTensor& t, const std::vector<std::unique_ptr<MappedFile>>& files, uint64_t seed, Output& out,
                const std::atomic<int32_t>* abort)
-      : t_(t), out_(out), abort_(abort), rng_(seed) {
+      : t_(t), files_(files), out_(out), abort_(abort), rng_(seed) {
     n_ = element_count(t.shape);
     for (const MergeInput& in : t.inputs) {
       const MappedFile& f = *files[in.file];
@@ -85,6 +85,8 @@ class TensorMerger {
       case MergeMethod::TaskArithmetic: task_arithmetic(); break;
       case MergeMethod::ModelStock: model_stock(); break;
     }
+    // done with the inputs: their pages need not stay resident
+    for (const MergeInput& in : t_.inputs) files_[in.file]->release(in.offset, n_ * dtype_size(in.dtype));
   }
 
  private:
@@ -117,7 +119,9 @@ class TensorMerger {
       const size_t step = 64 << 20;
       for (size_t b = 0; b < bytes; b += step) {
         check_abort();
-        out_.write(s.data + b, std::min(step, bytes - b));
+        const size_t n = std::min(step, bytes - b);
+        out_.write(s.data + b, n);
+        files_[in.file]->release(in.offset + b, n);
       }
       return;
     }
@@ -333,6 +337,7 @@ class TensorMerger {
   }
 
   const MergeTensor& t_;
+  const std::vector<std::unique_ptr<MappedFile>>& files_;
   Output& out_;
   const std::atomic<int32_t>* abort_;
   std::mt19937_64 rng_;
