@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // npm run bench -- --model DIR [--threads 2,1] [--prompt-len 128] [--gen 128] [--repeats 3]
-//                  [--gguf FILE] [--harness DIR] [--out FILE]
+//                  [--gguf FILE] [--harness DIR] [--out FILE] [--concurrency 1,4,16]
 //
 // Prefill and decode tok/s, load time and peak RSS of laminate for one model directory,
 // one fresh process per thread count (bench/engine.mjs). With --gguf, runs node-llama-cpp
 // on that file through the shared harness (../shared/bench by default) in the same way
-// and prints laminate / node-llama-cpp ratios. Writes JSON (--out, default
+// and prints laminate / node-llama-cpp ratios. Then continuous batching: aggregate decode
+// tok/s and time to first token with 1, 4 and 16 concurrent generations
+// (bench/concurrency.mjs; --concurrency '' skips it). Writes JSON (--out, default
 // bench/results/<time>.json) and prints a table.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -24,6 +26,7 @@ const { values } = parseArgs({
     gguf: { type: 'string' },
     harness: { type: 'string', default: resolve(here, '../../shared/bench') },
     out: { type: 'string' },
+    concurrency: { type: 'string', default: '1,4,16' },
   },
 });
 if (!values.model) {
@@ -61,7 +64,17 @@ for (const { threads, laminate: l, llamaCpp: c } of rows) {
   if (c) line += ` ${f(c.pp_tok_s)} | ${f(c.tg_tok_s, 2)} | ${f(l.pp_tok_s / c.pp_tok_s, 2)} | ${f(l.tg_tok_s / c.tg_tok_s, 2)} |`;
   console.log(line);
 }
+const batching = [];
+if (values.concurrency) {
+  const threads = values.threads.split(',')[0].trim();
+  const text = execFileSync(process.execPath, [join(here, 'concurrency.mjs'), '--model', resolve(values.model), '--threads', threads, '--concurrency', values.concurrency, '--prompt-len', values['prompt-len'], '--gen', String(Math.min(64, Number(values.gen)))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  for (const line of text.trim().split('\n')) batching.push(JSON.parse(line));
+  console.log(`\ncontinuous batching (${threads} threads, prompt ${values['prompt-len']}, ${batching[0]?.gen} new tokens each)`);
+  console.log('| concurrent requests | aggregate tok/s | decode tok/s | time to first token ms (median / max) |');
+  console.log('|---|---|---|---|');
+  for (const b of batching) console.log(`| ${b.concurrency} | ${f(b.aggregate_tok_s)} | ${f(b.decode_tok_s)} | ${f(b.ttft_ms_median, 0)} / ${f(b.ttft_ms_max, 0)} |`);
+}
 const out = values.out ?? join(here, 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
 mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, JSON.stringify({ model: values.model, gguf: values.gguf ?? null, rows }, null, 2));
+writeFileSync(out, JSON.stringify({ model: values.model, gguf: values.gguf ?? null, rows, batching }, null, 2));
 console.log(`\nwritten ${out}`);

@@ -1,6 +1,7 @@
 // Merging against references written here from the arithmetic mergekit performs (float32
 // operations, each result rounded to the storage dtype), the seed configuration's layer
 // mapping and file layout, virtual merges, and bad configurations.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -380,6 +381,31 @@ describe('bad configurations', () => {
     await expect(merge({ merge_method: 'passthrough', models: [{ model: a() }] }, out)).rejects.toThrow(/already exists/);
     await merge({ merge_method: 'passthrough', models: [{ model: b() }] }, out, { overwrite: true });
     expect(readdirSync(out)).toContain('model.safetensors');
+  });
+});
+
+describe('memory of a virtual merge', () => {
+  it('stays near the distinct weights, while the merged files need all layers', async () => {
+    const dir = fresh();
+    const src = await writeTinyCheckpoint(join(dir, 'src'), { hidden: 256, intermediate: 512, layers: 32, heads: 4, kvHeads: 2, vocab: 512, dtype: 'BF16', seed: 12 });
+    const yaml = `slices:\n- sources:\n  - model: ${src.dir}\n    layer_range: [0, 24]\n- sources:\n  - model: ${src.dir}\n    layer_range: [8, 32]\nmerge_method: passthrough\n`;
+    const merged = join(dir, 'merged');
+    await merge(yaml, merged);
+    const sourceBytes = readFileSync(join(src.dir, 'model.safetensors')).length;
+    // resident memory a load adds, measured in a fresh process
+    const rssOf = (what: string) => {
+      const script = `import('${join(import.meta.dirname, '../dist/index.js')}').then(async ({ loadModel }) => {
+        const before = process.memoryUsage().rss;
+        const m = await loadModel(process.argv[1], { threads: 1 });
+        await m.forward([1, 2, 3]);
+        console.log(process.memoryUsage().rss - before);
+      })`;
+      return Number(execFileSync(process.execPath, ['-e', script, what], { encoding: 'utf8' }).trim());
+    };
+    const virtual = rssOf(yaml);
+    const onDisk = rssOf(merged);
+    expect(virtual).toBeLessThan(sourceBytes * 1.15);
+    expect(onDisk).toBeGreaterThan(sourceBytes * 1.35);
   });
 });
 
