@@ -10,24 +10,26 @@ export interface NativeTensor {
   file: number;
   offset: number;
   bytes: number;
-  dtype: 'F32' | 'F16' | 'BF16';
+  dtype: 'F32' | 'F16' | 'BF16' | 'I32' | 'I16';
   shape: number[];
 }
+
+/** A linear layer: a dense weight tensor, or the five tensors of an EXL2 layer (tensor indices). */
+export type NativeLinear =
+  | number
+  | { weight: number; bias?: number }
+  | { qWeight: number; qInvperm: number; qScale: number; qScaleMax: number; qGroups: number; bias?: number };
 
 export interface NativeLayer {
   inputNorm: number;
   postAttentionNorm: number;
-  q: number;
-  k: number;
-  v: number;
-  o: number;
-  gate: number;
-  up: number;
-  down: number;
-  qBias?: number;
-  kBias?: number;
-  vBias?: number;
-  oBias?: number;
+  q: NativeLinear;
+  k: NativeLinear;
+  v: NativeLinear;
+  o: NativeLinear;
+  gate: NativeLinear;
+  up: NativeLinear;
+  down: NativeLinear;
 }
 
 export interface NativeModelSpec {
@@ -47,7 +49,7 @@ export interface NativeModelSpec {
   };
   embedding: number;
   finalNorm: number;
-  lmHead: number;
+  lmHead: NativeLinear;
   layers: NativeLayer[];
   isa: string;
   threads: number;

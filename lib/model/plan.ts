@@ -2,9 +2,9 @@
 // checkpoint, a virtual merge or a quant differ only in how this plan is built; the
 // engine receives the plan with every tensor resolved to (file, offset, dtype, shape).
 import { FormatError } from '../errors.js';
-import type { NativeLayer, NativeModelSpec, NativeTensor } from '../native.js';
+import type { NativeLayer, NativeLinear, NativeModelSpec, NativeTensor } from '../native.js';
 import { expectedShapes, tensorNames, type LayerTensorNames } from './architecture.js';
-import type { Checkpoint } from './checkpoint.js';
+import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
 import { ropeInverseFrequencies, type ModelConfig } from './config.js';
 
 export interface LayerPlan {
@@ -25,7 +25,7 @@ export function checkpointPlan(config: ModelConfig): LayerPlan {
   };
 }
 
-const RUNNABLE_DTYPES = new Set(['F32', 'F16', 'BF16']);
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16']);
 
 export interface EngineOptions {
   isa: string;
@@ -42,43 +42,53 @@ export function resolvePlan(config: ModelConfig, checkpoint: Checkpoint, plan: L
   const tensors: NativeTensor[] = [];
   const indexOf = new Map<string, number>();
 
-  const use = (name: string, role: keyof typeof shapes): number => {
-    const known = indexOf.get(name);
-    if (known !== undefined) return known;
-    const t = checkpoint.tensors.get(name);
-    if (!t) {
-      const where = checkpoint.files.length === 1 ? checkpoint.files[0]!.path : checkpoint.dir;
-      throw new FormatError(where, `is missing tensor '${name}' (${role}), which config.json requires`);
-    }
-    const path = checkpoint.files[t.file]!.path;
-    if (!RUNNABLE_DTYPES.has(t.dtype))
-      throw new FormatError(path, `dtype ${t.dtype} is not supported (F32, F16, BF16)`, name);
-    const want = shapes[role];
-    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
-      throw new FormatError(path, `shape [${t.shape.join(', ')}] does not match config.json, which implies [${want.join(', ')}]`, name);
+  const add = (name: string, t: CheckpointTensor): number => {
     tensors.push({ name, file: t.file, offset: t.offset, bytes: t.bytes, dtype: t.dtype as NativeTensor['dtype'], shape: t.shape });
     indexOf.set(name, tensors.length - 1);
     return tensors.length - 1;
   };
+  const missing = (name: string, role: string): never => {
+    const where = checkpoint.files.length === 1 ? checkpoint.files[0]!.path : checkpoint.dir;
+    throw new FormatError(where, `is missing tensor '${name}' (${role}), which config.json requires`);
+  };
+  const use = (name: string, role: keyof typeof shapes): number => {
+    const known = indexOf.get(name);
+    if (known !== undefined) return known;
+    const t = checkpoint.tensors.get(name) ?? missing(name, role);
+    const path = checkpoint.files[t.file]!.path;
+    if (!FLOAT_DTYPES.has(t.dtype)) throw new FormatError(path, `dtype ${t.dtype} is not supported (F32, F16, BF16)`, name);
+    const want = shapes[role];
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i]))
+      throw new FormatError(path, `shape [${t.shape.join(', ')}] does not match config.json, which implies [${want.join(', ')}]`, name);
+    return add(name, t);
+  };
+  // A raw tensor of an EXL2 layer: the engine checks its shape, dtype and contents.
+  const useRaw = (name: string, role: string): number => indexOf.get(name) ?? add(name, checkpoint.tensors.get(name) ?? missing(name, role));
+  // A linear layer: EXL2 when `<key>.q_weight` is stored (as ExLlamaV2 decides), else dense.
+  const linear = (name: string, role: keyof typeof shapes, bias?: string): NativeLinear => {
+    const key = name.replace(/\.weight$/, '');
+    const b = bias !== undefined ? { bias: use(bias, `${role}Bias` as keyof typeof shapes) } : {};
+    if (checkpoint.tensors.has(`${key}.q_weight`)) {
+      const part = (suffix: string) => useRaw(`${key}.${suffix}`, `${role} (EXL2)`);
+      return { qWeight: part('q_weight'), qInvperm: part('q_invperm'), qScale: part('q_scale'), qScaleMax: part('q_scale_max'), qGroups: part('q_groups'), ...b };
+    }
+    return bias !== undefined ? { weight: use(name, role), ...b } : use(name, role);
+  };
 
-  const layers: NativeLayer[] = plan.layers.map((l) => {
-    const layer: NativeLayer = {
-      inputNorm: use(l.inputNorm, 'inputNorm'),
-      postAttentionNorm: use(l.postAttentionNorm, 'postAttentionNorm'),
-      q: use(l.q, 'q'),
-      k: use(l.k, 'k'),
-      v: use(l.v, 'v'),
-      o: use(l.o, 'o'),
-      gate: use(l.gate, 'gate'),
-      up: use(l.up, 'up'),
-      down: use(l.down, 'down'),
-    };
-    if (l.qBias) layer.qBias = use(l.qBias, 'qBias');
-    if (l.kBias) layer.kBias = use(l.kBias, 'kBias');
-    if (l.vBias) layer.vBias = use(l.vBias, 'vBias');
-    if (l.oBias) layer.oBias = use(l.oBias, 'oBias');
-    return layer;
-  });
+  const layers: NativeLayer[] = plan.layers.map((l) => ({
+    inputNorm: use(l.inputNorm, 'inputNorm'),
+    postAttentionNorm: use(l.postAttentionNorm, 'postAttentionNorm'),
+    q: linear(l.q, 'q', l.qBias),
+    k: linear(l.k, 'k', l.kBias),
+    v: linear(l.v, 'v', l.vBias),
+    o: linear(l.o, 'o', l.oBias),
+    gate: linear(l.gate, 'gate'),
+    up: linear(l.up, 'up'),
+    down: linear(l.down, 'down'),
+  }));
+  // A quantized head is stored as lm_head.q_* even when the embeddings are tied.
+  const prefix = plan.embedding.slice(0, plan.embedding.length - 'model.embed_tokens.weight'.length);
+  const headName = plan.lmHead === plan.embedding && checkpoint.tensors.has(`${prefix}lm_head.q_weight`) ? `${prefix}lm_head.weight` : plan.lmHead;
 
   return {
     files: checkpoint.files.map((f) => f.path),
@@ -97,7 +107,7 @@ export function resolvePlan(config: ModelConfig, checkpoint: Checkpoint, plan: L
     },
     embedding: use(plan.embedding, 'embedding'),
     finalNorm: use(plan.finalNorm, 'finalNorm'),
-    lmHead: use(plan.lmHead, 'lmHead'),
+    lmHead: linear(headName, 'lmHead'),
     layers,
     isa: options.isa,
     threads: options.threads,

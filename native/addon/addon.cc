@@ -21,6 +21,8 @@ DType parse_dtype(const std::string& s, const std::string& where) {
   if (s == "F32") return DType::F32;
   if (s == "F16") return DType::F16;
   if (s == "BF16") return DType::BF16;
+  if (s == "I32") return DType::I32;
+  if (s == "I16") return DType::I16;
   throw Error(where + ": unsupported dtype '" + s + "'");
 }
 
@@ -28,6 +30,29 @@ int optional_index(const Napi::Object& o, const char* key, const std::string& wh
   if (!o.Has(key) || o.Get(key).IsUndefined() || o.Get(key).IsNull()) return -1;
   return static_cast<int>(to_integer(o.Get(key), where + "." + key, 0, count - 1));
 }
+
+// A linear layer: a tensor index (dense weight), or { weight | qWeight, qInvperm, qScale,
+// qScaleMax, qGroups; bias? }.
+LinearSpec parse_linear(const Napi::Value& v, const std::string& where, int64_t count) {
+  LinearSpec l;
+  if (v.IsNumber()) {
+    l.dense = static_cast<int>(to_integer(v, where, 0, count - 1));
+    return l;
+  }
+  Napi::Object o = object_at(v, where);
+  l.dense = optional_index(o, "weight", where, count);
+  l.q_weight = optional_index(o, "qWeight", where, count);
+  l.bias = optional_index(o, "bias", where, count);
+  if (l.q_weight >= 0) {
+    l.q_invperm = static_cast<int>(int_field(o, "qInvperm", where, 0, count - 1));
+    l.q_scale = static_cast<int>(int_field(o, "qScale", where, 0, count - 1));
+    l.q_scale_max = static_cast<int>(int_field(o, "qScaleMax", where, 0, count - 1));
+    l.q_groups = static_cast<int>(int_field(o, "qGroups", where, 0, count - 1));
+  }
+  if ((l.dense >= 0) == (l.q_weight >= 0)) throw Error(where + ": give either weight or the EXL2 tensors");
+  return l;
+}
+
 
 ModelSpec parse_spec(const Napi::Object& js) {
   ModelSpec spec;
@@ -72,26 +97,23 @@ ModelSpec parse_spec(const Napi::Object& js) {
     spec.shape.rope_inv_freq.push_back(to_number(inv.Get(i), cw + ".ropeInvFreq"));
   spec.embedding = static_cast<int>(int_field(js, "embedding", w, 0, n_tensors - 1));
   spec.final_norm = static_cast<int>(int_field(js, "finalNorm", w, 0, n_tensors - 1));
-  spec.lm_head = static_cast<int>(int_field(js, "lmHead", w, 0, n_tensors - 1));
+  spec.lm_head = parse_linear(field(js, "lmHead", w), w + ".lmHead", n_tensors);
   Napi::Array layers = array_field(js, "layers", w);
   for (uint32_t i = 0; i < layers.Length(); i++) {
     const std::string lw = w + ".layers[" + std::to_string(i) + "]";
     Napi::Object l = object_at(layers.Get(i), lw);
     LayerSpec ls;
     auto req = [&](const char* key) { return static_cast<int>(int_field(l, key, lw, 0, n_tensors - 1)); };
+    auto lin = [&](const char* key) { return parse_linear(field(l, key, lw), lw + "." + key, n_tensors); };
     ls.input_norm = req("inputNorm");
     ls.post_attention_norm = req("postAttentionNorm");
-    ls.q = req("q");
-    ls.k = req("k");
-    ls.v = req("v");
-    ls.o = req("o");
-    ls.gate = req("gate");
-    ls.up = req("up");
-    ls.down = req("down");
-    ls.q_bias = optional_index(l, "qBias", lw, n_tensors);
-    ls.k_bias = optional_index(l, "kBias", lw, n_tensors);
-    ls.v_bias = optional_index(l, "vBias", lw, n_tensors);
-    ls.o_bias = optional_index(l, "oBias", lw, n_tensors);
+    ls.q = lin("q");
+    ls.k = lin("k");
+    ls.v = lin("v");
+    ls.o = lin("o");
+    ls.gate = lin("gate");
+    ls.up = lin("up");
+    ls.down = lin("down");
     spec.layers.push_back(ls);
   }
   spec.isa = string_field(js, "isa", w);

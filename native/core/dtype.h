@@ -7,15 +7,19 @@
 
 namespace laminate {
 
-enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+// Floating-point storage types; I32 and I16 only describe raw integer tensors (EXL2 codes,
+// permutations, group tables) and are never converted to float.
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I16 = 4 };
 
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline size_t dtype_size(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : 2; }
 
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
   }
   return "?";
 }
@@ -70,8 +74,46 @@ inline float load_as_f32(const void* base, DType t, size_t index) {
       std::memcpy(&h, static_cast<const char*>(base) + index * 2, 2);
       return bf16_to_f32(h);
     }
+    case DType::I32:
+    case DType::I16: break;
   }
   return 0.0f;
 }
+
+// Rounding float32 to the 16-bit types, to nearest even (subnormals kept).
+inline uint16_t f32_to_bf16_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+inline uint16_t f32_to_f16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow (rounds to inf)
+  if (abs < 0x38800000u) {
+    // subnormal or zero: value = abs * 2^24 rounded to an integer (ties to even)
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25: rounds to zero
+    const uint32_t exp = abs >> 23;
+    const uint32_t man = (abs & 0x7fffffu) | 0x800000u;
+    // man is 24 bits with value man * 2^(exp-150); in units of 2^-24: man * 2^(exp-126)
+    const int s = 126 - static_cast<int>(exp);  // right shift to units of 2^-24
+    const uint32_t whole = man >> s;
+    const uint32_t rem = man & ((1u << s) - 1);
+    const uint32_t half = 1u << (s - 1);
+    uint32_t r = whole + ((rem > half || (rem == half && (whole & 1))) ? 1 : 0);
+    return static_cast<uint16_t>(sign | r);
+  }
+  // normal: rebias exponent and round the mantissa to 10 bits
+  uint32_t h = ((abs >> 13) - (112u << 10));
+  const uint32_t rem = abs & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return static_cast<uint16_t>(sign | h);
+}
+
 
 }  // namespace laminate

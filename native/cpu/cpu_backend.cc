@@ -8,7 +8,7 @@
 
 namespace laminate {
 
-static MatmulDenseFn pick_matmul(Isa isa) {
+static MatmulDenseFn pick_dense(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return matmul_dense_avx512;
     case Isa::Avx2: return matmul_dense_avx2;
@@ -17,13 +17,34 @@ static MatmulDenseFn pick_matmul(Isa isa) {
   return matmul_dense_scalar;
 }
 
+static MatmulExl2Fn pick_exl2(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return matmul_exl2_avx512;
+    case Isa::Avx2: return matmul_exl2_avx2;
+    case Isa::Scalar: break;
+  }
+  return matmul_exl2_scalar;
+}
+
 CpuBackend::CpuBackend(Isa isa, int threads)
-    : isa_(isa), matmul_dense_(pick_matmul(isa)), pool_(threads), scratch_(pool_.size()) {}
+    : isa_(isa), matmul_dense_(pick_dense(isa)), matmul_exl2_(pick_exl2(isa)), pool_(threads), scratch_(pool_.size()) {}
 
 void CpuBackend::linear(const LinearCall* calls, int count, int m) {
+  // EXL2 weights read their activations in stored-row order: permute each input once.
+  if (static_cast<int>(permuted_.size()) < count) permuted_.resize(count);
+  for (int c = 0; c < count; c++) {
+    const LinearWeight& w = *calls[c].weight;
+    if (w.format != WeightFormat::Exl2) continue;
+    std::vector<float>& xp = permuted_[c];
+    xp.resize(static_cast<size_t>(m) * w.cols);
+    const int32_t* perm = w.exl2.perm.data();
+    for (int r = 0; r < m; r++)
+      for (int64_t j = 0; j < w.cols; j++) xp[r * w.cols + j] = calls[c].x[r * calls[c].ldx + perm[j]];
+  }
   // Split every weight into blocks of output rows; all blocks of all calls form one job.
   // Decode (m == 1) is bound by memory: blocks are sized for load balance. Prefill blocks
   // are sized so that a block's rows stay in cache while the activations pass over them.
+  // EXL2 blocks start at multiples of 32 columns (whole vectors of packed words).
   struct Block {
     int call;
     int64_t n0, n1;
@@ -31,20 +52,20 @@ void CpuBackend::linear(const LinearCall* calls, int count, int m) {
   std::vector<Block> blocks;
   const int threads = pool_.size();
   for (int c = 0; c < count; c++) {
-    const int64_t rows = calls[c].weight->rows;
-    int64_t block;
-    if (m == 1) {
-      block = std::max<int64_t>(16, (rows / (threads * 8) + 7) / 8 * 8);
-    } else {
-      block = 32;
-    }
+    const LinearWeight& w = *calls[c].weight;
+    const int64_t rows = w.rows;
+    int64_t block = m == 1 ? std::max<int64_t>(16, (rows / (threads * 8) + 7) / 8 * 8) : 32;
+    if (w.format == WeightFormat::Exl2) block = (block + 31) / 32 * 32;
     for (int64_t n0 = 0; n0 < rows; n0 += block) blocks.push_back({c, n0, std::min(rows, n0 + block)});
   }
   pool_.parallel_for(static_cast<int>(blocks.size()), [&](int task, int) {
     const Block& b = blocks[task];
     const LinearCall& call = calls[b.call];
     const LinearWeight& w = *call.weight;
-    matmul_dense_(w.dense, call.x, m, call.ldx, call.y, call.ldy, b.n0, b.n1);
+    if (w.format == WeightFormat::Exl2)
+      matmul_exl2_(w.exl2, permuted_[b.call].data(), m, w.cols, call.y, call.ldy, b.n0, b.n1);
+    else
+      matmul_dense_(w.dense, call.x, m, call.ldx, call.y, call.ldy, b.n0, b.n1);
     if (w.bias) {
       for (int r = 0; r < m; r++)
         for (int64_t n = b.n0; n < b.n1; n++) call.y[r * call.ldy + n] += w.bias[n];

@@ -30,6 +30,8 @@ class CpuBackend : public Backend {
  private:
   Isa isa_;
   MatmulDenseFn matmul_dense_;
+  MatmulExl2Fn matmul_exl2_;
+  std::vector<std::vector<float>> permuted_;  // activations in EXL2 stored-row order, per call
   ThreadPool pool_;
   std::vector<std::vector<float>> scratch_;  // one per thread
 };

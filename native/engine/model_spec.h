@@ -20,18 +20,26 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 };
 
-// Tensor indices into ModelSpec::tensors; -1 where absent (biases).
+// A linear layer's tensors (indices into ModelSpec::tensors; -1 where absent): one dense
+// weight, or the five tensors of an EXL2 layer; and an optional bias.
+struct LinearSpec {
+  int dense = -1;
+  int q_weight = -1, q_invperm = -1, q_scale = -1, q_scale_max = -1, q_groups = -1;
+  int bias = -1;
+  bool exl2() const { return q_weight >= 0; }
+};
+
 struct LayerSpec {
   int input_norm = -1, post_attention_norm = -1;
-  int q = -1, k = -1, v = -1, o = -1, gate = -1, up = -1, down = -1;
-  int q_bias = -1, k_bias = -1, v_bias = -1, o_bias = -1;
+  LinearSpec q, k, v, o, gate, up, down;
 };
 
 struct ModelSpec {
   std::vector<std::string> files;
   std::vector<TensorSpec> tensors;
   ModelShape shape;
-  int embedding = -1, final_norm = -1, lm_head = -1;
+  int embedding = -1, final_norm = -1;
+  LinearSpec lm_head;
   std::vector<LayerSpec> layers;
   std::string isa = "auto";
   int threads = 0;        // 0: physical cores

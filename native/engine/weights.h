@@ -6,16 +6,18 @@
 #include <vector>
 
 #include "../cpu/matmul_dense.h"
+#include "../cpu/matmul_exl2.h"
 
 namespace laminate {
 
-enum class WeightFormat : int { Dense = 0 };
+enum class WeightFormat : int { Dense = 0, Exl2 = 1 };
 
 struct LinearWeight {
   WeightFormat format = WeightFormat::Dense;
   int64_t rows = 0;  // output features
   int64_t cols = 0;  // input features
   DenseView dense;   // valid when format == Dense
+  Exl2View exl2;     // valid when format == Exl2
   const float* bias = nullptr;  // [rows] or null
 };
 

@@ -1,0 +1,44 @@
+// EXL2 matmul with AVX2, FMA and F16C (compiled with those flags; called only when the
+// CPU has them).
+#include <immintrin.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "matmul_exl2.h"
+
+namespace laminate {
+namespace {
+
+struct Avx2 {
+  static constexpr int W = 8;
+  using V = __m256;
+  using U = __m256i;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V load_f32(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V a) { _mm256_storeu_ps(p, a); }
+  static U load_u32(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  template <int K>
+  static U srl(U a) { return _mm256_srli_epi32(a, K); }
+  template <int K>
+  static U sll(U a) { return _mm256_slli_epi32(a, K); }
+  static U and_u(U a, U b) { return _mm256_and_si256(a, b); }
+  static U or_u(U a, U b) { return _mm256_or_si256(a, b); }
+  static U set1_u(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  static V u32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }  // codes are < 256
+  static float f16_round(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)); }
+};
+
+#include "matmul_exl2_impl.inc"
+
+}  // namespace
+
+void matmul_exl2_avx2(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
+                      int64_t n1) {
+  matmul_exl2_impl<Avx2>(w, xp, m, ldx, y, ldy, n0, n1);
+}
+
+}  // namespace laminate

@@ -1,0 +1,44 @@
+// EXL2 matmul with AVX-512 F/BW/VL (compiled with those flags; called only when the CPU
+// has them): sixteen output columns at a time.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "matmul_exl2.h"
+
+namespace laminate {
+namespace {
+
+struct Avx512 {
+  static constexpr int W = 16;
+  using V = __m512;
+  using U = __m512i;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V load_f32(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V a) { _mm512_storeu_ps(p, a); }
+  static U load_u32(const uint32_t* p) { return _mm512_loadu_si512(p); }
+  template <int K>
+  static U srl(U a) { return _mm512_srli_epi32(a, K); }
+  template <int K>
+  static U sll(U a) { return _mm512_slli_epi32(a, K); }
+  static U and_u(U a, U b) { return _mm512_and_si512(a, b); }
+  static U or_u(U a, U b) { return _mm512_or_si512(a, b); }
+  static U set1_u(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+  static V u32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
+  static float f16_round(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)); }
+};
+
+#include "matmul_exl2_impl.inc"
+
+}  // namespace
+
+void matmul_exl2_avx512(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
+                        int64_t n1) {
+  matmul_exl2_impl<Avx512>(w, xp, m, ldx, y, ldy, n0, n1);
+}
+
+}  // namespace laminate

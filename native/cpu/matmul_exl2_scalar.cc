@@ -1,0 +1,93 @@
+// Portable EXL2 matmul: plain C++ over small fixed-size arrays.
+#include <cstdint>
+#include <utility>
+
+#include "../core/dtype.h"
+#include "matmul_exl2.h"
+
+namespace laminate {
+namespace {
+
+struct Scalar {
+  static constexpr int W = 8;
+  struct V {
+    float v[W];
+  };
+  struct U {
+    uint32_t v[W];
+  };
+  static V zero() { return set1(0.0f); }
+  static V set1(float x) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = x;
+    return r;
+  }
+  static V sub(const V& a, const V& b) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i];
+    return r;
+  }
+  static V fmadd(const V& a, const V& b, const V& c) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static V load_f32(const float* p) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = p[i];
+    return r;
+  }
+  static void store(float* p, const V& a) {
+    for (int i = 0; i < W; i++) p[i] = a.v[i];
+  }
+  static U load_u32(const uint32_t* p) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = p[i];
+    return r;
+  }
+  template <int K>
+  static U srl(const U& a) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] >> K;
+    return r;
+  }
+  template <int K>
+  static U sll(const U& a) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] << K;
+    return r;
+  }
+  static U and_u(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] & b.v[i];
+    return r;
+  }
+  static U or_u(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] | b.v[i];
+    return r;
+  }
+  static U set1_u(uint32_t x) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = x;
+    return r;
+  }
+  static V u32_to_f32(const U& a) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = static_cast<float>(a.v[i]);
+    return r;
+  }
+  // This file is built with the baseline flags, so the shared conversions are safe here.
+  static float f16_round(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
+};
+
+#include "matmul_exl2_impl.inc"
+
+}  // namespace
+
+void matmul_exl2_scalar(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
+                        int64_t n1) {
+  matmul_exl2_impl<Scalar>(w, xp, m, ldx, y, ldy, n0, n1);
+}
+
+}  // namespace laminate
