@@ -13,6 +13,8 @@ DType dtype_of(const std::string& s, const std::string& where) {
   if (s == "F32") return DType::F32;
   if (s == "F16") return DType::F16;
   if (s == "BF16") return DType::BF16;
+  if (s == "I32") return DType::I32;
+  if (s == "I16") return DType::I16;
   throw Error(where + ": unsupported dtype '" + s + "'");
 }
 
@@ -49,7 +51,7 @@ MergeJob parse_job(const Napi::Object& js) {
     Napi::Object o = object_at(tensors.Get(i), tw);
     MergeTensor t;
     t.name = string_field(o, "name", tw);
-    t.method = static_cast<MergeMethod>(int_field(o, "method", tw, 0, 4));
+    t.method = static_cast<MergeMethod>(int_field(o, "method", tw, 0, 5));
     t.out_dtype = dtype_of(string_field(o, "outDtype", tw), tw);
     t.shape = shape_of(o, tw);
     if (o.Has("workDtype") && o.Get("workDtype").IsString()) {

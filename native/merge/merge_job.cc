@@ -11,6 +11,7 @@
 
 #include "../core/error.h"
 #include "../core/mapped_file.h"
+#include "../engine/exl2_loader.h"
 #include "numerics.h"
 
 namespace laminate {
@@ -84,9 +85,10 @@ class TensorMerger {
       case MergeMethod::Slerp: slerp(); break;
       case MergeMethod::TaskArithmetic: task_arithmetic(); break;
       case MergeMethod::ModelStock: model_stock(); break;
+      case MergeMethod::Exl2Dequantize: exl2_dequantize_tensor(); break;
     }
     // done with the inputs: their pages need not stay resident
-    for (const MergeInput& in : t_.inputs) files_[in.file]->release(in.offset, n_ * dtype_size(in.dtype));
+    for (const MergeInput& in : t_.inputs) files_[in.file]->release(in.offset, input_bytes(in));
   }
 
  private:
@@ -336,6 +338,21 @@ class TensorMerger {
     });
   }
 
+  // The exact dequantized weight of an EXL2 layer, as [out_features, in_features].
+  void exl2_dequantize_tensor() {
+    auto raw = [&](int i) {
+      const MergeInput& in = t_.inputs[i];
+      return RawTensor{files_[in.file]->data() + in.offset, in.dtype, in.shape, files_[in.file]->path() + ": " + t_.name};
+    };
+    const int64_t n = t_.shape[0], k = t_.shape[1];
+    const Exl2View view = load_exl2(raw(0), raw(1), raw(2), raw(3), raw(4), n, k);
+    std::vector<float> w(static_cast<size_t>(n * k));
+    exl2_dequantize(view, n, k, w.data());
+    emit([&](size_t i) { return w[i]; });
+  }
+
+  size_t input_bytes(const MergeInput& in) const { return element_count(in.shape) * dtype_size(in.dtype); }
+
   const MergeTensor& t_;
   const std::vector<std::unique_ptr<MappedFile>>& files_;
   Output& out_;
@@ -359,10 +376,15 @@ void run_merge(const MergeJob& job, const std::atomic<int32_t>* abort,
     if (t.base >= static_cast<int>(t.inputs.size())) throw Error("tensor '" + t.name + "': base index out of range");
     const size_t n = element_count(t.shape);
     total += n * dtype_size(t.out_dtype);
+    const bool raw = t.method == MergeMethod::Exl2Dequantize;
+    auto is_float = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; };
+    if (!is_float(t.out_dtype)) throw Error("tensor '" + t.name + "': the output dtype must be F32, F16 or BF16");
+    if (raw && (t.inputs.size() != 5 || t.shape.size() != 2)) throw Error("tensor '" + t.name + "': EXL2 needs its five tensors");
     for (const MergeInput& in : t.inputs) {
       if (in.file < 0 || in.file >= static_cast<int>(files.size())) throw Error("tensor '" + t.name + "': file index out of range");
-      if (element_count(in.shape) != n) throw Error("tensor '" + t.name + "': input shapes differ");
-      const uint64_t bytes = n * dtype_size(in.dtype);
+      if (!raw && element_count(in.shape) != n) throw Error("tensor '" + t.name + "': input shapes differ");
+      if (!raw && !is_float(in.dtype)) throw Error("tensor '" + t.name + "': inputs must be F32, F16 or BF16");
+      const uint64_t bytes = element_count(in.shape) * dtype_size(in.dtype);
       const MappedFile& f = *files[in.file];
       if (in.offset > f.size() || bytes > f.size() - in.offset)
         throw Error(f.path() + ": tensor '" + t.name + "' data lies past the end of the file");

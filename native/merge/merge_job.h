@@ -18,6 +18,7 @@ enum class MergeMethod : int {
   Slerp = 2,
   TaskArithmetic = 3,  // the task-vector family: sparsify + optional sign consensus
   ModelStock = 4,
+  Exl2Dequantize = 5,  // inputs: q_weight, q_invperm, q_scale, q_scale_max, q_groups
 };
 
 enum class Sparsify : int { None = 0, Magnitude = 1, Random = 2, MagnitudeOutliers = 3 };
