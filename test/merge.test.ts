@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, merge, type MergeConfig } from '../lib/index.js';
 import { loadMergeConfig } from '../lib/merge/config.js';
-import { shardHeader, shardTensors, writeOrder } from '../lib/merge/merge.js';
+import { shardHeader, shardTensors } from '../lib/formats/safetensors-write.js';
+import { writeOrder } from '../lib/merge/merge.js';
 import { planMerge } from '../lib/merge/plan.js';
 import { decode, encode, tmpDir, writeTinyCheckpoint, type DType, type TinyCheckpoint, type TinySpec } from './helpers/checkpoint.js';
 import { readModelTensors, readSafetensors } from './helpers/safetensors-read.js';
@@ -298,7 +299,7 @@ describe('the seed configuration', () => {
     const table = shards.map((s) => ({
       tensors: s.length,
       data: s.reduce((a, i) => a + sizes[i]!, 0),
-      header: shardHeader(tensors, s).header.length - 8,
+      header: shardHeader(s.map((i) => ({ name: tensors[i]!.name, dtype: tensors[i]!.outDtype, shape: tensors[i]!.shape }))).header.length - 8,
       first: tensors[s[0]!]!.name,
       last: tensors[s.at(-1)!]!.name,
     }));

@@ -12,6 +12,7 @@ import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import { abortFlag, native } from '../native.js';
 import { loadMergeConfig, MergeConfigError, modelDir, type MergeConfig, type ParsedMergeConfig } from './config.js';
+import { shardHeader, shardName, shardTensors, tensorBytes } from '../formats/safetensors-write.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 
 export interface MergeOptions {
@@ -35,64 +36,11 @@ export interface MergeResult {
   bytes: number;
 }
 
-const DTYPE_BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
-// safetensors orders a shard's tensors by dtype alignment, largest first, then by name.
-const DTYPE_RANK = { F32: 3, BF16: 2, F16: 1 } as const;
-
-const elements = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const bytesOf = (t: PlannedTensor) => elements(t.shape) * DTYPE_BYTES[t.outDtype];
+const bytesOf = (t: PlannedTensor) => tensorBytes(t.shape, t.outDtype);
 
 /** Output tensors in mergekit's write order: by label, ties in plan order. */
 export function writeOrder(tensors: PlannedTensor[]): number[] {
   return tensors.map((_, i) => i).sort((a, b) => (tensors[a]!.label < tensors[b]!.label ? -1 : tensors[a]!.label > tensors[b]!.label ? 1 : a - b));
-}
-
-/** Splits tensors (in write order) into shards: a new shard when the next tensor would
- * push the current one past the limit. */
-export function shardTensors(order: number[], sizes: number[], limit: number): number[][] {
-  const shards: number[][] = [];
-  let current: number[] = [];
-  let bytes = 0;
-  for (const i of order) {
-    if (current.length > 0 && limit > 0 && bytes + sizes[i]! > limit) {
-      shards.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(i);
-    bytes += sizes[i]!;
-  }
-  if (current.length > 0) shards.push(current);
-  return shards;
-}
-
-export function shardName(index: number, count: number): string {
-  if (count === 1) return 'model.safetensors';
-  const pad = (n: number) => String(n).padStart(5, '0');
-  return `model-${pad(index + 1)}-of-${pad(count)}.safetensors`;
-}
-
-/** The safetensors header of a shard and its tensors in data order. */
-export function shardHeader(tensors: PlannedTensor[], members: number[]): { header: Uint8Array; order: number[] } {
-  const order = [...members].sort((a, b) => {
-    const x = tensors[a]!, y = tensors[b]!;
-    return DTYPE_RANK[y.outDtype] - DTYPE_RANK[x.outDtype] || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
-  });
-  let json = '{"__metadata__":{"format":"pt"}';
-  let offset = 0;
-  for (const i of order) {
-    const t = tensors[i]!;
-    const end = offset + bytesOf(t);
-    json += `,${JSON.stringify(t.name)}:{"dtype":"${t.outDtype}","shape":[${t.shape.join(',')}],"data_offsets":[${offset},${end}]}`;
-    offset = end;
-  }
-  json += '}';
-  const text = Buffer.from(json, 'utf8');
-  const padded = Math.ceil(text.length / 8) * 8;
-  const header = Buffer.alloc(8 + padded, 0x20);
-  header.writeBigUInt64LE(BigInt(padded), 0);
-  text.copy(header, 8);
-  return { header, order };
 }
 
 function sortedKeys(value: unknown): unknown {
@@ -208,8 +156,8 @@ export async function merge(config: string | MergeConfig, outDir: string, option
   const abort = abortFlag(signal);
   try {
     const shardSpecs = shards.map((members, i) => {
-      const { header, order } = shardHeader(tensors, members);
-      return { path: join(temp, names[i]!), header, tensors: order };
+      const { header, order } = shardHeader(members.map((i) => ({ name: tensors[i]!.name, dtype: tensors[i]!.outDtype, shape: tensors[i]!.shape })));
+      return { path: join(temp, names[i]!), header, tensors: order.map((j) => members[j]!) };
     });
     await native().runMerge({ files, tensors: nativeTensors, shards: shardSpecs, seed }, options.onProgress ? (written, total) => options.onProgress!({ written, total }) : undefined, abort.flag);
 
