@@ -2,17 +2,15 @@
 // worked out here from headers alone; the native executor streams each output tensor from
 // the mapped inputs into its shard. Everything is written to a temporary directory that is
 // renamed to the output only when complete.
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { copyFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 
 import { stringify } from 'yaml';
 
 import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
-import { abortFlag, native } from '../native.js';
+import { checkOutputDir, sortedJson, writeModel, type JobTensor, type WrittenModel } from '../formats/model-writer.js';
 import { loadMergeConfig, MergeConfigError, modelDir, type MergeConfig, type ParsedMergeConfig } from './config.js';
-import { shardHeader, shardName, shardTensors, tensorBytes } from '../formats/safetensors-write.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 
 export interface MergeOptions {
@@ -29,28 +27,15 @@ export interface MergeOptions {
   baseDir?: string;
 }
 
-export interface MergeResult {
-  outDir: string;
-  shards: string[];
-  tensors: number;
-  bytes: number;
-}
+export type MergeResult = WrittenModel;
 
-const bytesOf = (t: PlannedTensor) => tensorBytes(t.shape, t.outDtype);
 
 /** Output tensors in mergekit's write order: by label, ties in plan order. */
 export function writeOrder(tensors: PlannedTensor[]): number[] {
   return tensors.map((_, i) => i).sort((a, b) => (tensors[a]!.label < tensors[b]!.label ? -1 : tensors[a]!.label > tensors[b]!.label ? 1 : a - b));
 }
 
-function sortedKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortedKeys);
-  if (typeof value === 'object' && value !== null)
-    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortedKeys((value as Record<string, unknown>)[k])]));
-  return value;
-}
-
-const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer.model', 'added_tokens.json', 'merges.txt', 'chat_template.jinja', 'generation_config.json', 'chat_template.json'];
+export const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer.model', 'added_tokens.json', 'merges.txt', 'chat_template.jinja', 'generation_config.json', 'chat_template.json'];
 
 async function writeTokenizer(plan: MergePlan, parsed: ParsedMergeConfig, dir: string): Promise<void> {
   const { config, baseDir } = parsed;
@@ -107,80 +92,48 @@ ${parsed.text}
 /** Merges models as a mergekit configuration says (YAML text, a .yml path, or the object)
  * and writes the result to outDir. */
 export async function merge(config: string | MergeConfig, outDir: string, options: MergeOptions = {}): Promise<MergeResult> {
-  const { signal } = options;
-  if (signal?.aborted) throw abortError(signal);
-  const limit = options.outShardSize ?? 5e9;
-  if (!Number.isFinite(limit)) throw new RangeError('outShardSize must be a number of bytes');
-  const seed = options.seed ?? 0;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError('seed must be a non-negative integer');
-  outDir = resolve(outDir);
-  const exists = await stat(outDir).then(() => true, () => false);
-  if (exists && !options.overwrite && (await readdir(outDir)).length > 0) throw new Error(`${outDir} already exists and is not empty (pass overwrite: true to replace it)`);
-
+  if (options.signal?.aborted) throw abortError(options.signal);
+  outDir = await checkOutputDir(outDir, options.overwrite);
   const parsed = await loadMergeConfig(config, options.baseDir ? { baseDir: options.baseDir } : {});
   const plan = await planMerge(parsed);
-  const tensors = plan.tensors;
-  const sizes = tensors.map(bytesOf);
-  const shards = shardTensors(writeOrder(tensors), sizes, limit);
-  const names = shards.map((_, i) => shardName(i, shards.length));
 
-  // Input files of every model, as one list.
+  // Input files of every model, as one list; output tensors in mergekit's write order.
   const files: string[] = [];
   const fileIndex = plan.models.map((m) => m.checkpoint.files.map((f) => files.push(f.path) - 1));
-  const sparsify = plan.method.sparsify;
-  const nativeTensors = tensors.map((t) => ({
-    name: t.name,
-    method: plan.method.native,
-    outDtype: t.outDtype,
-    ...(t.workDtype ? { workDtype: t.workDtype } : {}),
-    shape: t.shape,
-    inputs: t.inputs.map((i) => ({
-      file: fileIndex[i.model]![i.tensor.file]!,
-      offset: i.tensor.offset,
-      dtype: i.tensor.dtype,
-      shape: i.tensor.shape,
-      ...i.params,
-    })),
-    base: t.base,
-    t: t.params['t'],
-    normalize: (t.params['normalize'] ?? 0) !== 0,
-    rescale: (t.params['rescale'] ?? 0) !== 0,
-    lambda: t.params['lambda'] ?? 1,
-    sparsify,
-    consensus: plan.method.consensus,
-    filterWise: (t.params['filter_wise'] ?? 0) !== 0,
-  }));
-
-  const temp = join(dirname(outDir), `.${basename(outDir)}.partial-${randomBytes(4).toString('hex')}`);
-  await mkdir(temp, { recursive: true });
-  const abort = abortFlag(signal);
-  try {
-    const shardSpecs = shards.map((members, i) => {
-      const { header, order } = shardHeader(members.map((i) => ({ name: tensors[i]!.name, dtype: tensors[i]!.outDtype, shape: tensors[i]!.shape })));
-      return { path: join(temp, names[i]!), header, tensors: order.map((j) => members[j]!) };
-    });
-    await native().runMerge({ files, tensors: nativeTensors, shards: shardSpecs, seed }, options.onProgress ? (written, total) => options.onProgress!({ written, total }) : undefined, abort.flag);
-
-    if (shards.length > 1) {
-      // in write order, as mergekit lists it
-      const weightMap: Record<string, string> = {};
-      shards.forEach((members, i) => members.forEach((t) => (weightMap[tensors[t]!.name] = names[i]!)));
-      const index = { metadata: { total_size: sizes.reduce((a, b) => a + b, 0), mergekit_version: '0.1.4' }, weight_map: weightMap };
-      await writeFile(join(temp, 'model.safetensors.index.json'), JSON.stringify(index, null, 2));
-    }
-    await writeFile(join(temp, 'config.json'), `${JSON.stringify(sortedKeys(plan.outConfig), null, 2)}\n`);
-    await writeTokenizer(plan, parsed, temp);
-    await writeFile(join(temp, 'mergekit_config.yml'), parsed.text);
-    await writeFile(join(temp, 'README.md'), modelCard(plan, parsed, outDir));
-    if (signal?.aborted) throw abortError(signal);
-    if (exists) await rm(outDir, { recursive: true, force: true });
-    await rename(temp, outDir);
-  } catch (e) {
-    await rm(temp, { recursive: true, force: true });
-    if ((e as Error).name === 'AbortError') throw abortError(signal);
-    throw e;
-  } finally {
-    abort.release();
-  }
-  return { outDir, shards: names, tensors: tensors.length, bytes: sizes.reduce((a, b) => a + b, 0) };
+  const tensors: JobTensor[] = writeOrder(plan.tensors).map((i) => {
+    const t = plan.tensors[i]!;
+    return {
+      name: t.name,
+      method: plan.method.native,
+      outDtype: t.outDtype,
+      ...(t.workDtype ? { workDtype: t.workDtype } : {}),
+      shape: t.shape,
+      inputs: t.inputs.map((input) => ({
+        file: fileIndex[input.model]![input.tensor.file]!,
+        offset: input.tensor.offset,
+        dtype: input.tensor.dtype,
+        shape: input.tensor.shape,
+        ...input.params,
+      })),
+      base: t.base,
+      t: t.params['t'],
+      normalize: (t.params['normalize'] ?? 0) !== 0,
+      rescale: (t.params['rescale'] ?? 0) !== 0,
+      lambda: t.params['lambda'] ?? 1,
+      sparsify: plan.method.sparsify,
+      consensus: plan.method.consensus,
+      filterWise: (t.params['filter_wise'] ?? 0) !== 0,
+    };
+  });
+  return writeModel(outDir, files, tensors, {
+    ...options,
+    overwrite: true, // checked above, before planning
+    indexMetadata: { mergekit_version: '0.1.4' },
+    sideFiles: async (dir) => {
+      await writeFile(join(dir, 'config.json'), sortedJson(plan.outConfig));
+      await writeTokenizer(plan, parsed, dir);
+      await writeFile(join(dir, 'mergekit_config.yml'), parsed.text);
+      await writeFile(join(dir, 'README.md'), modelCard(plan, parsed, outDir));
+    },
+  });
 }

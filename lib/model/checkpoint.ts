@@ -38,9 +38,18 @@ async function shardNamesFromIndex(dir: string): Promise<{ files: string[]; weig
   return { files: [...new Set(weightMap.values())].sort(), weightMap };
 }
 
-/** Finds the weight files of a Hugging Face directory and reads their headers. */
-export async function readCheckpoint(dir: string): Promise<Checkpoint> {
-  const index = await shardNamesFromIndex(dir);
+/**
+ * Finds the weight files of a Hugging Face directory and reads their headers. With
+ * `scanAll` (EXL2 directories) every *.safetensors file is read and an index json, which
+ * ExLlamaV2 copies over from the source model unchanged, is ignored; an index that names
+ * files the directory does not have is ignored the same way.
+ */
+export async function readCheckpoint(dir: string, options: { scanAll?: boolean } = {}): Promise<Checkpoint> {
+  let index = options.scanAll ? null : await shardNamesFromIndex(dir);
+  if (index) {
+    const present = await readdir(dir).catch(() => [] as string[]);
+    if (!index.files.every((f) => present.includes(f)) && present.some((f) => f.endsWith('.safetensors') && !index!.files.includes(f))) index = null;
+  }
   let names: string[];
   if (index) {
     names = index.files;

@@ -35,6 +35,8 @@ export interface ModelConfig {
   torchDtype: string | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
+  /** config.json's quantization_config, for display (the weights say how they are stored). */
+  quantization: { method: string; bits?: number; headBits?: number } | null;
 }
 
 const ARCHITECTURES = ['MistralForCausalLM', 'LlamaForCausalLM'] as const;
@@ -114,6 +116,17 @@ function ropeScaling(f: Fields): RopeScaling | null {
   throw new FormatError(f.file, `rope_scaling type ${JSON.stringify(type)} is not supported (linear, llama3)`);
 }
 
+function quantization(q: unknown): ModelConfig['quantization'] {
+  if (typeof q !== 'object' || q === null || Array.isArray(q)) return null;
+  const r = q as Record<string, unknown>;
+  const method = typeof r['quant_method'] === 'string' ? r['quant_method'] : 'unknown';
+  return {
+    method,
+    ...(typeof r['bits'] === 'number' ? { bits: r['bits'] } : {}),
+    ...(typeof r['head_bits'] === 'number' ? { headBits: r['head_bits'] } : {}),
+  };
+}
+
 /** Parses and checks a config.json object. `file` names it in errors. */
 export function parseConfig(json: unknown, file: string): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError(file, 'is not a JSON object');
@@ -168,6 +181,7 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
     torchDtype: typeof dtype === 'string' ? dtype : null,
     bosTokenId: bos[0] ?? null,
     eosTokenIds: generationEos,
+    quantization: quantization(f.json['quantization_config']),
   };
 }
 

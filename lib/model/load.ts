@@ -70,7 +70,8 @@ async function readSource(source: string | MergeConfig): Promise<{ dir: string; 
   const dir = resolve(source);
   const config = await readConfig(dir);
   for (const t of await generationEos(dir)) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
-  return { dir, config, checkpoint: await readCheckpoint(dir), plan: checkpointPlan(config), tokenizerDir: dir };
+  const checkpoint = await readCheckpoint(dir, { scanAll: config.quantization?.method === 'exl2' });
+  return { dir, config, checkpoint, plan: checkpointPlan(config), tokenizerDir: dir };
 }
 
 /**
