@@ -19,6 +19,8 @@ export { Tokenizer, type SpecialTokens, type TokenizeOptions } from './tokenizer
 export { ChatTemplateError, type ChatMessage, type ChatTool } from './tokenizer/chat-template.js';
 export { Detokenizer } from './tokenizer/detokenizer.js';
 export { merge, type MergeOptions, type MergeResult } from './merge/merge.js';
+export { exportModel, type ExportOptions } from './model/export.js';
+export { packExl2, quantizeRtn, layoutGroups, bitsPerWeight, EXL2_WIDTHS, type Exl2Codes, type Exl2Group, type Exl2Tensors, type Exl2Width } from './formats/exl2.js';
 export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, type Parameters, type ParameterValue } from './merge/config.js';
 export { FormatError } from './errors.js';
 export { cpuInfo, type CpuInfo, type Isa } from './system.js';

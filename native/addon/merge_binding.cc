@@ -81,7 +81,7 @@ MergeJob parse_job(const Napi::Object& js) {
     t.normalize = bool_or(o, "normalize", false);
     t.rescale = bool_or(o, "rescale", false);
     t.lambda = number_or(o, "lambda", 1.0, tw);
-    t.sparsify = static_cast<Sparsify>(int_field(o, "sparsify", tw, 0, 3));
+    t.sparsify = static_cast<Sparsify>(o.Has("sparsify") && !o.Get("sparsify").IsUndefined() ? int_field(o, "sparsify", tw, 0, 3) : 0);
     t.consensus = bool_or(o, "consensus", false);
     t.filter_wise = bool_or(o, "filterWise", false);
     job.tensors.push_back(std::move(t));
