@@ -3,12 +3,14 @@
 // JSON padded with spaces to a multiple of 8 bytes).
 
 export type OutputDtype = 'F32' | 'F16' | 'BF16';
+type StoredDtype = OutputDtype | 'I32' | 'I16';
 
-const DTYPE_BYTES: Record<OutputDtype, number> = { F32: 4, F16: 2, BF16: 2 };
-// safetensors orders a file's tensors by dtype alignment, largest first, then by name.
-const DTYPE_RANK: Record<OutputDtype, number> = { F32: 3, BF16: 2, F16: 1 };
+const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, I32: 4, F16: 2, BF16: 2, I16: 2 };
+// safetensors orders a file's tensors by dtype alignment, largest first, then by name (its
+// dtype enum order: I16 < F16 < BF16 < I32 < F32).
+const DTYPE_RANK: Record<StoredDtype, number> = { F32: 5, I32: 4, BF16: 3, F16: 2, I16: 1 };
 
-export function tensorBytes(shape: number[], dtype: OutputDtype): number {
+export function tensorBytes(shape: number[], dtype: StoredDtype): number {
   return shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
 }
 
@@ -39,7 +41,7 @@ export function shardName(index: number, count: number): string {
 
 /** The header of a file holding these tensors, and the order their data follows
  * (indices into `tensors`). */
-export function shardHeader(tensors: { name: string; dtype: OutputDtype; shape: number[] }[]): { header: Uint8Array; order: number[] } {
+export function shardHeader(tensors: { name: string; dtype: StoredDtype; shape: number[] }[]): { header: Uint8Array; order: number[] } {
   const order = tensors.map((_, i) => i).sort((a, b) => {
     const x = tensors[a]!, y = tensors[b]!;
     return DTYPE_RANK[y.dtype] - DTYPE_RANK[x.dtype] || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);

@@ -3,7 +3,9 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "matmul_exl2.h"
 
@@ -16,6 +18,7 @@ struct Avx2 {
   using U = __m256i;
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V load_f32(const float* p) { return _mm256_loadu_ps(p); }
@@ -29,7 +32,12 @@ struct Avx2 {
   static U or_u(U a, U b) { return _mm256_or_si256(a, b); }
   static U set1_u(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
   static V u32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }  // codes are < 256
-  static float f16_round(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)); }
+  static V scales(const uint32_t* words, float m) {
+    const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(words[0])), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
+    const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(s, _mm256_set1_epi32(1)));
+    const __m256 scale = _mm256_mul_ps(_mm256_mul_ps(f, f), _mm256_set1_ps(m));  // exact: <= 20 significant bits
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
+  }
 };
 
 #include "matmul_exl2_impl.inc"

@@ -3,7 +3,9 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "matmul_exl2.h"
 
@@ -16,6 +18,7 @@ struct Avx512 {
   using U = __m512i;
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V load_f32(const float* p) { return _mm512_loadu_ps(p); }
@@ -29,7 +32,15 @@ struct Avx512 {
   static U or_u(U a, U b) { return _mm512_or_si512(a, b); }
   static U set1_u(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
   static V u32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
-  static float f16_round(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)); }
+  static V scales(const uint32_t* words, float m) {
+    const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(static_cast<int>(words[0]))),
+                                              _mm256_set1_epi32(static_cast<int>(words[1])), 1);
+    const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    const __m512i s = _mm512_and_si512(_mm512_srlv_epi32(packed, shifts), _mm512_set1_epi32(15));
+    const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_set1_epi32(1)));
+    const __m512 scale = _mm512_mul_ps(_mm512_mul_ps(f, f), _mm512_set1_ps(m));
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
+  }
 };
 
 #include "matmul_exl2_impl.inc"

@@ -1,6 +1,8 @@
 // Portable EXL2 matmul: plain C++ over small fixed-size arrays.
 #include <cstdint>
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "matmul_exl2.h"
@@ -20,6 +22,11 @@ struct Scalar {
   static V set1(float x) {
     V r;
     for (int i = 0; i < W; i++) r.v[i] = x;
+    return r;
+  }
+  static V add(const V& a, const V& b) {
+    V r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i];
     return r;
   }
   static V sub(const V& a, const V& b) {
@@ -78,7 +85,14 @@ struct Scalar {
     return r;
   }
   // This file is built with the baseline flags, so the shared conversions are safe here.
-  static float f16_round(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
+  static V scales(const uint32_t* words, float m) {
+    V r;
+    for (int i = 0; i < W; i++) {
+      const uint32_t s = (words[i / 8] >> (4 * (i % 8))) & 15u;
+      r.v[i] = f16_to_f32(f32_to_f16_bits(static_cast<float>((s + 1) * (s + 1)) * m));
+    }
+    return r;
+  }
 };
 
 #include "matmul_exl2_impl.inc"

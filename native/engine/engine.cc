@@ -88,7 +88,17 @@ class WeightBuilder {
       return RawTensor{data(t), t.dtype, t.shape, where(t)};
     };
     v = load_exl2(raw(l.q_weight), raw(l.q_invperm), raw(l.q_scale), raw(l.q_scale_max), raw(l.q_groups), n, k);
+    const TensorSpec& qw = tensor(l.q_weight, role);
+    packed_.push_back({&v, qw.file, qw.offset, qw.bytes});
   }
+
+  // EXL2 layers whose codes the engine repacks (done off the JS thread, in prefault).
+  struct Packed {
+    Exl2View* view;
+    int file;
+    uint64_t offset, bytes;
+  };
+  std::vector<Packed> packed_;
 
  private:
   const ModelSpec& spec_;
@@ -174,6 +184,7 @@ Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   }
   final_norm_ = b.vector(spec.final_norm, s.hidden, "norm");
   lm_head_ = b.linear(spec.lm_head, s.vocab, s.hidden, "lm_head");
+  for (const auto& p : b.packed_) repack_.push_back({p.view, p.file, p.offset, p.bytes});
 
   Isa isa = resolve_isa(spec.isa);
   int threads = spec.threads > 0 ? spec.threads : default_thread_count();
@@ -197,13 +208,37 @@ void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<voi
   const uint64_t total = mapped_bytes();
   uint64_t done = 0;
   std::atomic<bool> stop{false};
-  for (const auto& f : files_) {
-    // MappedFile checks a bool flag; mirror the caller's int flag into it as we go.
-    f->prefault(0, f->size(), &stop, [&](uint64_t bytes) {
-      if (abort && abort->load(std::memory_order_relaxed)) stop.store(true);
-      progress(done + bytes, total);
-    });
-    done += f->size();
+  auto check = [&] {
+    if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+  };
+  // EXL2 codes: copy into the engine's blocked layout, then drop the file's pages, so that
+  // resident memory holds each layer once.
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> skip(files_.size());
+  for (const Repack& r : repack_) {
+    check();
+    exl2_repack(*r.view);
+    files_[r.file]->release(r.offset, r.bytes);
+    skip[r.file].push_back({r.offset, r.offset + r.bytes});
+    done += r.bytes;
+    progress(done, total);
+  }
+  // Everything else: touch every page now rather than during the first forward pass.
+  for (size_t f = 0; f < files_.size(); f++) {
+    auto& ranges = skip[f];
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t at = 0;
+    ranges.push_back({files_[f]->size(), files_[f]->size()});
+    for (const auto& [begin, end] : ranges) {
+      if (begin > at) {
+        const uint64_t base = done;
+        files_[f]->prefault(at, begin - at, &stop, [&](uint64_t bytes) {
+          if (abort && abort->load(std::memory_order_relaxed)) stop.store(true);
+          progress(base + bytes, total);
+        });
+        done += begin - at;
+      }
+      at = std::max(at, end);
+    }
   }
 }
 

@@ -71,6 +71,12 @@ class Engine {
   DenseView embedding_;
   const float* final_norm_ = nullptr;
   const LinearWeight* lm_head_ = nullptr;
+  struct Repack {
+    Exl2View* view;
+    int file;
+    uint64_t offset, bytes;
+  };
+  std::vector<Repack> repack_;  // EXL2 layers to repack in prefault
   std::unique_ptr<Backend> backend_;
   std::string isa_;
   int threads_ = 1;

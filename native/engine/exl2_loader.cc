@@ -79,8 +79,11 @@ Exl2View load_exl2(const RawTensor& qw, const RawTensor& inv, const RawTensor& q
     v.group_m.push_back(f16_to_f32(f32_to_f16_bits(max / 256.0f)));
   }
   v.q_weight = static_cast<const uint32_t*>(qw.data);
+  v.row_stride = np;
+  v.block_stride = 32;
   v.q_scale = static_cast<const uint32_t*>(qs.data);
   v.np = np;
+  v.qrows = qr;
   return v;
 }
 
