@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
 import type { GenerateOptions, Generation, LoadProgress, Model } from '../index.js';
-import { cpuInfo, loadModel, merge } from '../index.js';
+import { cpuInfo, exportModel, loadModel, merge } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
@@ -13,6 +13,8 @@ Usage:
   laminate generate [--model DIR] --tokens 1,415,2936
   laminate chat [--model DIR] [--system TEXT]   interactive chat (Ctrl-C stops a reply, Ctrl-D quits)
   laminate merge CONFIG.yml OUT_DIR             run a mergekit configuration, write the merged model
+  laminate export --model DIR OUT_DIR [--dtype float16|bfloat16|float32]
+                                                a plain checkpoint (EXL2 layers dequantized exactly)
   laminate info [--model DIR]                   config and engine details
   laminate cpu                                  what this CPU offers
 
@@ -61,6 +63,7 @@ const OPTIONS = {
   'out-shard-size': { type: 'string' },
   'random-seed': { type: 'string' },
   overwrite: { type: 'boolean' },
+  dtype: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -173,6 +176,16 @@ async function main(argv: string[]): Promise<number> {
     });
     if (show) process.stderr.write('\n');
     console.log(values.json ? JSON.stringify(result) : `wrote ${result.tensors} tensors (${(result.bytes / 1e9).toFixed(2)} GB) in ${result.shards.length} shard(s) to ${result.outDir}`);
+    return 0;
+  }
+  if (command === 'export') {
+    const out = positionals[1];
+    if (!values.model || !out) throw new Error('usage: laminate export --model DIR OUT_DIR [--dtype float16|bfloat16|float32]');
+    const result = await exportModel(values.model, out, {
+      ...(values.dtype !== undefined ? { dtype: values.dtype as 'float16' } : {}),
+      ...(values.overwrite ? { overwrite: true } : {}),
+    });
+    console.log(values.json ? JSON.stringify(result) : `wrote ${result.tensors} tensors (${(result.bytes / 1e9).toFixed(2)} GB) to ${result.outDir}`);
     return 0;
   }
   if (!['generate', 'chat', 'info'].includes(command)) throw new Error(`unknown command '${command}' (see laminate --help)`);
