@@ -13,6 +13,7 @@
 #include "../engine/engine.h"
 #include "args.h"
 #include "merge_binding.h"
+#include "progress_job.h"
 
 namespace laminate {
 namespace {
@@ -165,47 +166,6 @@ class StepWorker : public Napi::AsyncWorker {
   bool aborted_ = false;
 };
 
-class PrefaultWorker : public Napi::AsyncProgressWorker<Progress> {
- public:
-  PrefaultWorker(Napi::Env env, std::shared_ptr<Engine> engine, const Napi::Value& on_progress, const Napi::Value& abort)
-      : Napi::AsyncProgressWorker<Progress>(env), deferred_(Napi::Promise::Deferred::New(env)),
-        engine_(std::move(engine)), abort_(abort) {
-    if (on_progress.IsFunction()) callback_ = Napi::Persistent(on_progress.As<Napi::Function>());
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute(const ExecutionProgress& progress) override {
-    try {
-      engine_->prefault(abort_.flag, [&](uint64_t done, uint64_t total) {
-        Progress p{static_cast<double>(done), static_cast<double>(total)};
-        progress.Send(&p, 1);
-      });
-    } catch (const Aborted&) {
-      aborted_ = true;
-      SetError("aborted");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnProgress(const Progress* p, size_t count) override {
-    if (callback_.IsEmpty() || count == 0) return;
-    Napi::Env env = Env();
-    callback_.Call({Napi::Number::New(env, p[count - 1].done), Napi::Number::New(env, p[count - 1].total)});
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    if (aborted_) e.Set("name", Napi::String::New(Env(), "AbortError"));
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<Engine> engine_;
-  Napi::FunctionReference callback_;
-  AbortFlag abort_;
-  bool aborted_ = false;
-};
-
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -253,10 +213,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value prefault(const Napi::CallbackInfo& info) {
     return guarded(info, [&]() -> Napi::Value {
       live();
-      auto* w = new PrefaultWorker(info.Env(), engine_, info[0], info[1]);
-      Napi::Promise p = w->promise();
-      w->Queue();
-      return p;
+      std::shared_ptr<Engine> engine = engine_;  // the job keeps the engine alive
+      return ProgressJob::start(info.Env(), [engine](auto abort, auto& progress) { engine->prefault(abort, progress); }, info[0], info[1]);
     });
   }
 

@@ -1,10 +1,12 @@
 #include "merge_binding.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "../merge/merge_job.h"
 #include "args.h"
+#include "progress_job.h"
 
 namespace laminate {
 namespace {
@@ -106,56 +108,13 @@ MergeJob parse_job(const Napi::Object& js) {
   return job;
 }
 
-class MergeWorker : public Napi::AsyncProgressWorker<Progress> {
- public:
-  MergeWorker(Napi::Env env, MergeJob job, const Napi::Value& on_progress, const Napi::Value& abort)
-      : Napi::AsyncProgressWorker<Progress>(env), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)),
-        abort_(abort) {
-    if (on_progress.IsFunction()) callback_ = Napi::Persistent(on_progress.As<Napi::Function>());
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute(const ExecutionProgress& progress) override {
-    try {
-      run_merge(job_, abort_.flag, [&](uint64_t done, uint64_t total) {
-        Progress p{static_cast<double>(done), static_cast<double>(total)};
-        progress.Send(&p, 1);
-      });
-    } catch (const Aborted&) {
-      aborted_ = true;
-      SetError("aborted");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnProgress(const Progress* p, size_t count) override {
-    if (callback_.IsEmpty() || count == 0) return;
-    callback_.Call({Napi::Number::New(Env(), p[count - 1].done), Napi::Number::New(Env(), p[count - 1].total)});
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    if (aborted_) e.Set("name", Napi::String::New(Env(), "AbortError"));
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  MergeJob job_;
-  Napi::FunctionReference callback_;
-  AbortFlag abort_;
-  bool aborted_ = false;
-};
-
 }  // namespace
 
 Napi::Value run_merge_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    MergeJob job = parse_job(object_at(info[0], "merge spec"));
-    auto* worker = new MergeWorker(env, std::move(job), info[1], info[2]);
-    Napi::Promise p = worker->promise();
-    worker->Queue();
-    return p;
+    auto job = std::make_shared<MergeJob>(parse_job(object_at(info[0], "merge spec")));
+    return ProgressJob::start(env, [job](auto abort, auto& progress) { run_merge(*job, abort, progress); }, info[1], info[2]);
   } catch (const std::exception& e) {
     js_error(env, e).ThrowAsJavaScriptException();
     return env.Undefined();
