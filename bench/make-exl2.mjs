@@ -36,7 +36,6 @@ const bf16 = (bytes) => {
   for (let i = 0; i < out.length; i++) u32[i] = (bytes[2 * i] | (bytes[2 * i + 1] << 8)) << 16;
   return out;
 };
-const f16bits = new Float32Array(1);
 for (const target of values.bpw.split(',')) {
   const layout = LAYOUTS[target];
   if (!layout) throw new Error(`no layout for ${target} bpw (have ${Object.keys(LAYOUTS).join(', ')})`);
@@ -68,7 +67,6 @@ for (const target of values.bpw.split(',')) {
     tensors.push({ name: `${key}.q_scale_max`, dtype: 'F16', shape: packed.q_scale_max.shape, data: raw(packed.q_scale_max.data) });
     tensors.push({ name: `${key}.q_groups`, dtype: 'I16', shape: packed.q_groups.shape, data: raw(packed.q_groups.data) });
   }
-  void f16bits;
   const { header: h, order } = shardHeader(tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })));
   const fd = openSync(join(out, 'output.safetensors'), 'w');
   writeSync(fd, h);

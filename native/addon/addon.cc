@@ -18,14 +18,6 @@
 namespace laminate {
 namespace {
 
-DType parse_dtype(const std::string& s, const std::string& where) {
-  if (s == "F32") return DType::F32;
-  if (s == "F16") return DType::F16;
-  if (s == "BF16") return DType::BF16;
-  if (s == "I32") return DType::I32;
-  if (s == "I16") return DType::I16;
-  throw Error(where + ": unsupported dtype '" + s + "'");
-}
 
 int optional_index(const Napi::Object& o, const char* key, const std::string& where, int64_t count) {
   if (!o.Has(key) || o.Get(key).IsUndefined() || o.Get(key).IsNull()) return -1;
@@ -74,7 +66,7 @@ ModelSpec parse_spec(const Napi::Object& js) {
     ts.file = static_cast<int>(int_field(t, "file", tw, 0, static_cast<int64_t>(spec.files.size()) - 1));
     ts.offset = static_cast<uint64_t>(int_field(t, "offset", tw, 0, kMaxSafeInteger));
     ts.bytes = static_cast<uint64_t>(int_field(t, "bytes", tw, 0, kMaxSafeInteger));
-    ts.dtype = parse_dtype(string_field(t, "dtype", tw), tw);
+    ts.dtype = dtype_from_name(string_field(t, "dtype", tw), tw);
     Napi::Array shape = array_field(t, "shape", tw);
     if (shape.Length() > 8) throw Error(tw + ": too many dimensions");
     for (uint32_t d = 0; d < shape.Length(); d++)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/dtype.h"
 #include "../core/error.h"
 
 namespace laminate {
@@ -53,6 +54,16 @@ inline Napi::Object object_at(const Napi::Value& v, const std::string& what) {
 }
 
 constexpr int64_t kMaxSafeInteger = 9007199254740991LL;
+
+// A safetensors dtype name that the native side reads.
+inline DType dtype_from_name(const std::string& s, const std::string& where) {
+  if (s == "F32") return DType::F32;
+  if (s == "F16") return DType::F16;
+  if (s == "BF16") return DType::BF16;
+  if (s == "I32") return DType::I32;
+  if (s == "I16") return DType::I16;
+  throw Error(where + ": unsupported dtype '" + s + "'");
+}
 
 // An optional Int32Array over a SharedArrayBuffer: element 0 set to non-zero asks a running
 // job to stop. The reference keeps its memory alive while the job runs.

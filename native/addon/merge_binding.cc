@@ -11,14 +11,6 @@
 namespace laminate {
 namespace {
 
-DType dtype_of(const std::string& s, const std::string& where) {
-  if (s == "F32") return DType::F32;
-  if (s == "F16") return DType::F16;
-  if (s == "BF16") return DType::BF16;
-  if (s == "I32") return DType::I32;
-  if (s == "I16") return DType::I16;
-  throw Error(where + ": unsupported dtype '" + s + "'");
-}
 
 std::vector<int64_t> shape_of(const Napi::Object& o, const std::string& where) {
   Napi::Array a = array_field(o, "shape", where);
@@ -54,11 +46,11 @@ MergeJob parse_job(const Napi::Object& js) {
     MergeTensor t;
     t.name = string_field(o, "name", tw);
     t.method = static_cast<MergeMethod>(int_field(o, "method", tw, 0, 5));
-    t.out_dtype = dtype_of(string_field(o, "outDtype", tw), tw);
+    t.out_dtype = dtype_from_name(string_field(o, "outDtype", tw), tw);
     t.shape = shape_of(o, tw);
     if (o.Has("workDtype") && o.Get("workDtype").IsString()) {
       t.has_work_dtype = true;
-      t.work_dtype = dtype_of(o.Get("workDtype").As<Napi::String>().Utf8Value(), tw);
+      t.work_dtype = dtype_from_name(o.Get("workDtype").As<Napi::String>().Utf8Value(), tw);
     }
     Napi::Array inputs = array_field(o, "inputs", tw);
     for (uint32_t j = 0; j < inputs.Length(); j++) {
@@ -67,7 +59,7 @@ MergeJob parse_job(const Napi::Object& js) {
       MergeInput in;
       in.file = static_cast<int>(int_field(io, "file", iw, 0, n_files - 1));
       in.offset = static_cast<uint64_t>(int_field(io, "offset", iw, 0, kMaxSafeInteger));
-      in.dtype = dtype_of(string_field(io, "dtype", iw), iw);
+      in.dtype = dtype_from_name(string_field(io, "dtype", iw), iw);
       in.shape = shape_of(io, iw);
       in.weight = number_or(io, "weight", 1.0, iw);
       in.density = number_or(io, "density", 1.0, iw);

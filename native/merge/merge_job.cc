@@ -167,8 +167,6 @@ class TensorMerger {
     double dot = 0;
     for (size_t i = 0; i < n_; i++) dot += (v0.at(i) / s0n) * (v1.at(i) / s1n);
     const float t = static_cast<float>(t_.t);
-    const DType base_dtype = t_.out_dtype;
-    (void)base_dtype;
     if (std::fabs(dot) > 0.9995) {
       emit([&](size_t i) { return (1.0f - t) * v0.at(i) + t * v1.at(i); });
       return;
