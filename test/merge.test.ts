@@ -429,3 +429,25 @@ describe('side files and entry points', () => {
     await expect(loadModel({ merge_method: 'passthrough', models: [{ model: a!.dir, parameters: { scale: 0.5 } }] })).rejects.toThrow(/scale changes the weights/);
   });
 });
+
+describe('the native merge job checks what it is given', () => {
+  it('rejects shapes, offsets, dtypes and indices that do not fit', async () => {
+    const { native } = await import('../lib/native.js');
+    const file = join(models['BF16']![0]!.dir, 'model.safetensors');
+    const out = join(fresh(), 'x.safetensors');
+    const tensor = (over: Record<string, unknown> = {}, input: Record<string, unknown> = {}) => ({
+      files: [file],
+      tensors: [{ name: 't', method: 0, outDtype: 'BF16', shape: [4], inputs: [{ file: 0, offset: 8, dtype: 'BF16', shape: [4], ...input }], ...over }],
+      shards: [{ path: out, header: new Uint8Array(8), tensors: [0] }],
+      seed: 0,
+    });
+    const run = (spec: object) => native().runMerge(spec, undefined, undefined);
+    await expect(run(tensor({}, { offset: 2 ** 40 }))).rejects.toThrow(/past the end of the file/);
+    await expect(run(tensor({ shape: [2 ** 40, 2 ** 40] }, { shape: [2 ** 40, 2 ** 40] }))).rejects.toThrow(/too large/);
+    await expect(run(tensor({ workDtype: 'I32' }))).rejects.toThrow(/dtypes must be F32, F16 or BF16/);
+    await expect(run(tensor({ method: 2 }))).rejects.toThrow(/needs a base model/);
+    expect(() => run(tensor({}, { file: 3 }))).toThrow(/file must be an integer/);
+    expect(() => run({ ...tensor(), shards: [{ path: out, header: new Uint8Array(8), tensors: [5] }] })).toThrow(/tensors must be an integer/);
+    await expect(run(tensor())).resolves.toBeUndefined();
+  });
+});

@@ -55,8 +55,11 @@ export class Scheduler {
     return this.#waiting.length;
   }
 
+  #pageSize = 0;
+
   #pages(length: number): number {
-    return Math.ceil(length / this.#engine().cacheStats().pageSize);
+    this.#pageSize ||= this.#engine().cacheStats().pageSize;
+    return Math.ceil(length / this.#pageSize);
   }
 
   /** Pages promised to running jobs but not yet taken. */

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,9 +20,15 @@ namespace {
 
 constexpr size_t kChunk = 1 << 20;  // elements per streamed chunk
 
+// Elements of a shape; throws when a dimension is negative or the count (in bytes of the
+// widest type) would not fit 64 bits, so that no bounds check below can wrap around.
 size_t element_count(const std::vector<int64_t>& shape) {
   size_t n = 1;
-  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("negative dimension in a tensor shape");
+    if (d != 0 && n > (SIZE_MAX / 8) / static_cast<size_t>(d)) throw Error("tensor shape too large");
+    n *= static_cast<size_t>(d);
+  }
   return n;
 }
 
@@ -302,6 +309,7 @@ class TensorMerger {
     for (size_t m = 0; m < sources_.size(); m++)
       if (static_cast<int>(m) != t_.base) models.push_back(m);
     const size_t k = models.size();
+    if (n_ == 0) return;
     const size_t rows = t_.filter_wise && t_.shape.size() >= 2 ? static_cast<size_t>(t_.shape[0]) : 1;
     const size_t per_row = n_ / rows;
     std::vector<double> t_row(rows);
@@ -376,7 +384,8 @@ void run_merge(const MergeJob& job, const std::atomic<int32_t>* abort,
     total += n * dtype_size(t.out_dtype);
     const bool raw = t.method == MergeMethod::Exl2Dequantize;
     auto is_float = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; };
-    if (!is_float(t.out_dtype)) throw Error("tensor '" + t.name + "': the output dtype must be F32, F16 or BF16");
+    if (!is_float(t.out_dtype) || (t.has_work_dtype && !is_float(t.work_dtype)))
+      throw Error("tensor '" + t.name + "': the output and working dtypes must be F32, F16 or BF16");
     if (raw && (t.inputs.size() != 5 || t.shape.size() != 2)) throw Error("tensor '" + t.name + "': EXL2 needs its five tensors");
     for (const MergeInput& in : t.inputs) {
       if (in.file < 0 || in.file >= static_cast<int>(files.size())) throw Error("tensor '" + t.name + "': file index out of range");
