@@ -30,16 +30,23 @@ CpuBackend::CpuBackend(Isa isa, int threads)
     : isa_(isa), matmul_dense_(pick_dense(isa)), matmul_exl2_(pick_exl2(isa)), pool_(threads), scratch_(pool_.size()) {}
 
 void CpuBackend::linear(const LinearCall* calls, int count, int m) {
-  // EXL2 weights read their activations in stored-row order: permute each input once.
-  if (static_cast<int>(permuted_.size()) < count) permuted_.resize(count);
+  // EXL2 weights read their activations in stored-row order, rounded to int16: convert
+  // each input once.
+  if (static_cast<int>(exl2_acts_.size()) < count) exl2_acts_.resize(count);
   for (int c = 0; c < count; c++) {
     const LinearWeight& w = *calls[c].weight;
     if (w.format != WeightFormat::Exl2) continue;
-    std::vector<float>& xp = permuted_[c];
-    xp.resize(static_cast<size_t>(m) * w.cols);
-    const int32_t* perm = w.exl2.perm.data();
-    for (int r = 0; r < m; r++)
-      for (int64_t j = 0; j < w.cols; j++) xp[r * w.cols + j] = calls[c].x[r * calls[c].ldx + perm[j]];
+    Exl2Scratch& s = exl2_acts_[c];
+    const size_t segments = w.exl2.groups.size();
+    s.q.resize(static_cast<size_t>(m) * w.cols);
+    s.scale.resize(m * segments);
+    s.sum.resize(m * segments);
+    exl2_quantize_activations(w.exl2, calls[c].x, m, calls[c].ldx, s.q.data(), s.scale.data(), s.sum.data());
+    s.act.q = s.q.data();
+    s.act.ldq = w.cols;
+    s.act.scale = s.scale.data();
+    s.act.sum = s.sum.data();
+    s.act.m = m;
   }
   // Split every weight into blocks of output rows; all blocks of all calls form one job.
   // Decode (m == 1) is bound by memory: blocks are sized for load balance. Prefill blocks
@@ -63,7 +70,7 @@ void CpuBackend::linear(const LinearCall* calls, int count, int m) {
     const LinearCall& call = calls[b.call];
     const LinearWeight& w = *call.weight;
     if (w.format == WeightFormat::Exl2)
-      matmul_exl2_(w.exl2, permuted_[b.call].data(), m, w.cols, call.y, call.ldy, b.n0, b.n1);
+      matmul_exl2_(w.exl2, exl2_acts_[b.call].act, call.y, call.ldy, b.n0, b.n1);
     else
       matmul_dense_(w.dense, call.x, m, call.ldx, call.y, call.ldy, b.n0, b.n1);
     if (w.bias) {

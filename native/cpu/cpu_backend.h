@@ -31,7 +31,13 @@ class CpuBackend : public Backend {
   Isa isa_;
   MatmulDenseFn matmul_dense_;
   MatmulExl2Fn matmul_exl2_;
-  std::vector<std::vector<float>> permuted_;  // activations in EXL2 stored-row order, per call
+  struct Exl2Scratch {
+    std::vector<int16_t> q;
+    std::vector<float> scale;
+    std::vector<int32_t> sum;
+    Exl2Act act;  // over the three above
+  };
+  std::vector<Exl2Scratch> exl2_acts_;  // per call: activations for the EXL2 kernels (Exl2Act)
   ThreadPool pool_;
   std::vector<std::vector<float>> scratch_;  // one per thread
 };

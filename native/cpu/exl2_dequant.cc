@@ -1,5 +1,8 @@
 // Exact EXL2 dequantization (for export and checks): every product rounded to fp16 as the
-// format defines.
+// format defines. Also the stored layout's conversion to the kernels' pair layout, and the
+// rounding of activations for the kernels.
+#include <cmath>
+
 #include "../core/dtype.h"
 #include "matmul_exl2.h"
 
@@ -7,40 +10,109 @@ namespace laminate {
 
 static float fp16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
 
+// Row r of a segment of the stored layout, column n: bits [b * r, b * r + b) of the
+// column's stream, which starts at the segment's first qrow.
+static uint32_t stored_code(const Exl2View& w, const Exl2Group& seg, int64_t n, int r) {
+  const int b = seg.bits;
+  const int64_t bit = static_cast<int64_t>(b) * r;
+  const uint32_t* word = w.q_weight + (n / 32) * w.block_stride + (seg.qrow_start + bit / 32) * w.row_stride + n % 32;
+  const int shift = static_cast<int>(bit % 32);
+  uint32_t code = word[0] >> shift;
+  if (shift + b > 32) code |= word[w.row_stride] << (32 - shift);
+  return code & ((1u << b) - 1u);
+}
+
 void exl2_dequantize(const Exl2View& w, int64_t n_out, int64_t k, float* out) {
-  for (size_t g = 0; g < w.groups.size(); g++) {
-    const Exl2Group& grp = w.groups[g];
-    const int b = grp.bits;
-    const uint32_t mask = (1u << b) - 1u;
-    const int z = 1 << (b - 1);
+  for (const Exl2Group& seg : w.groups) {
+    const int z = 1 << (seg.bits - 1);
     for (int64_t n = 0; n < n_out; n++) {
-      const uint32_t s = (w.q_scale[static_cast<int64_t>(g) * (w.np / 8) + n / 8] >> (4 * (n % 8))) & 15u;
-      const float sc = fp16(static_cast<float>((s + 1) * (s + 1)) * w.group_m[g]);
-      for (int r = 0; r < grp.rows; r++) {
-        // bits [b * r, b * r + b) of this column's stream, which starts at the group's first qrow
-        const int64_t bit = static_cast<int64_t>(b) * r;
-        const uint32_t* word = w.q_weight + (n / 32) * w.block_stride + (grp.qrow_start + bit / 32) * w.row_stride + n % 32;
-        const int shift = static_cast<int>(bit % 32);
-        uint32_t code = word[0] >> shift;
-        if (shift + b > 32) code |= word[w.row_stride] << (32 - shift);
-        code &= mask;
-        const int j = grp.row_start + r;
-        out[n * k + w.perm[j]] = fp16(static_cast<float>(static_cast<int>(code) - z) * sc);
+      const uint32_t s = (w.q_scale[static_cast<int64_t>(seg.group) * (w.np / 8) + n / 8] >> (4 * (n % 8))) & 15u;
+      const float sc = fp16(static_cast<float>((s + 1) * (s + 1)) * w.group_m[seg.group]);
+      for (int r = 0; r < seg.rows; r++) {
+        const uint32_t code = stored_code(w, seg, n, r);
+        out[n * k + w.perm[seg.row_start + r]] = fp16(static_cast<float>(static_cast<int>(code) - z) * sc);
       }
     }
   }
 }
 
 void exl2_repack(Exl2View& w) {
-  auto blocked = std::make_shared<std::vector<uint32_t>>(static_cast<size_t>(w.qrows * w.np));
-  for (int64_t b = 0; b < w.np / 32; b++)
-    for (int64_t r = 0; r < w.qrows; r++)
-      for (int64_t c = 0; c < 32; c++)
-        (*blocked)[b * w.qrows * 32 + r * 32 + c] = w.q_weight[b * w.block_stride + r * w.row_stride + c];
+  auto blocked = std::make_shared<std::vector<uint32_t>>(static_cast<size_t>(w.qrows * w.np), 0u);
+  uint32_t codes[32];
+  for (const Exl2Group& seg : w.groups) {
+    const int b = seg.bits, rpc = exl2_chunk_rows(b), wpc = exl2_chunk_words(b);
+    const int slots = exl2_pair_slots(b), spare = exl2_pair_spare(b), main = wpc * slots;
+    const uint32_t mask = (1u << b) - 1u;
+    for (int64_t qrow = seg.qrow_start; qrow < seg.qrow_start + static_cast<int64_t>(seg.rows) * b / 32; qrow += wpc)
+      for (int64_t n = 0; n < w.np; n++) {
+        // the chunk's codes: a bit stream over wpc words of the stored layout
+        const uint32_t* in = w.q_weight + (n / 32) * w.block_stride + qrow * w.row_stride + n % 32;
+        uint64_t buffer = 0;
+        int have = 0, next = 0;
+        for (int r = 0; r < rpc; r++) {
+          if (have < b) {
+            buffer |= static_cast<uint64_t>(in[next++ * w.row_stride]) << have;
+            have += 32;
+          }
+          codes[r] = static_cast<uint32_t>(buffer) & mask;
+          buffer >>= b;
+          have -= b;
+        }
+        uint32_t* out = blocked->data() + (n / 32) * w.qrows * 32 + qrow * 32 + n % 32;
+        for (int p = 0; p < rpc / 2; p++) {
+          const uint32_t lo = codes[2 * p], hi = codes[2 * p + 1];
+          if (p < main) {
+            out[(p / slots) * 32] |= (lo | hi << 16) << ((p % slots) * b);
+            continue;
+          }
+          for (int i = 0; i < b; i++) {
+            const int t = (p - main) * b + i;
+            out[(t / spare) * 32] |= (((lo >> i) & 1u) | ((hi >> i) & 1u) << 16) << (slots * b + t % spare);
+          }
+        }
+      }
+  }
   w.repacked = blocked;
   w.q_weight = blocked->data();
   w.row_stride = 32;
   w.block_stride = 32 * w.qrows;
+  w.paired = true;
+}
+
+void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int16_t* q, float* scale,
+                               int32_t* sum) {
+  const int64_t k = static_cast<int64_t>(w.perm.size()), segments = static_cast<int64_t>(w.groups.size());
+  for (int r = 0; r < m; r++) {
+    const float* xr = x + r * ldx;
+    int16_t* qr = q + r * k;
+    for (int64_t s = 0; s < segments; s++) {
+      const Exl2Group& seg = w.groups[s];
+      const int32_t* perm = w.perm.data() + seg.row_start;
+      float amax = 0.0f;
+      bool finite = true;
+      for (int j = 0; j < seg.rows; j++) {
+        const float v = xr[perm[j]];
+        finite = finite && std::isfinite(v);
+        amax = std::fmax(amax, std::fabs(v));
+      }
+      int32_t total = 0;
+      float d = amax / 32767.0f;
+      if (!finite) {
+        d = std::nanf("");  // the outputs become NaN, as they would in floating point
+        for (int j = 0; j < seg.rows; j++) qr[seg.row_start + j] = 0;
+      } else {
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int j = 0; j < seg.rows; j++) {
+          // round to nearest even: adding 1.5 * 2^23 leaves the integer part in the mantissa
+          const int v = static_cast<int>((xr[perm[j]] * inv + 12582912.0f) - 12582912.0f);
+          qr[seg.row_start + j] = static_cast<int16_t>(v);
+          total += v;
+        }
+      }
+      scale[r * segments + s] = d;
+      sum[r * segments + s] = total;
+    }
+  }
 }
 
 }  // namespace laminate

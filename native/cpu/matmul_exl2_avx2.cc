@@ -16,13 +16,12 @@ struct Avx2 {
   static constexpr int W = 8;
   using V = __m256;
   using U = __m256i;
-  static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V load_f32(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V a) { _mm256_storeu_ps(p, a); }
+  static U zero_u() { return _mm256_setzero_si256(); }
   static U load_u32(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   template <int K>
   static U srl(U a) { return _mm256_srli_epi32(a, K); }
@@ -31,7 +30,10 @@ struct Avx2 {
   static U and_u(U a, U b) { return _mm256_and_si256(a, b); }
   static U or_u(U a, U b) { return _mm256_or_si256(a, b); }
   static U set1_u(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
-  static V u32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }  // codes are < 256
+  static U add_i(U a, U b) { return _mm256_add_epi32(a, b); }
+  static U sub_i(U a, U b) { return _mm256_sub_epi32(a, b); }
+  static U madd(U a, U b) { return _mm256_madd_epi16(a, b); }
+  static V i32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }
   static V scales(const uint32_t* words, float m) {
     const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(words[0])), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
     const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(s, _mm256_set1_epi32(1)));
@@ -44,9 +46,8 @@ struct Avx2 {
 
 }  // namespace
 
-void matmul_exl2_avx2(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
-                      int64_t n1) {
-  matmul_exl2_impl<Avx2>(w, xp, m, ldx, y, ldy, n0, n1);
+void matmul_exl2_avx2(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  matmul_exl2_impl<Avx2>(w, a, y, ldy, n0, n1);
 }
 
 }  // namespace laminate

@@ -16,13 +16,12 @@ struct Avx512 {
   static constexpr int W = 16;
   using V = __m512;
   using U = __m512i;
-  static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V load_f32(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V a) { _mm512_storeu_ps(p, a); }
+  static U zero_u() { return _mm512_setzero_si512(); }
   static U load_u32(const uint32_t* p) { return _mm512_loadu_si512(p); }
   template <int K>
   static U srl(U a) { return _mm512_srli_epi32(a, K); }
@@ -31,7 +30,10 @@ struct Avx512 {
   static U and_u(U a, U b) { return _mm512_and_si512(a, b); }
   static U or_u(U a, U b) { return _mm512_or_si512(a, b); }
   static U set1_u(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
-  static V u32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
+  static U add_i(U a, U b) { return _mm512_add_epi32(a, b); }
+  static U sub_i(U a, U b) { return _mm512_sub_epi32(a, b); }
+  static U madd(U a, U b) { return _mm512_madd_epi16(a, b); }
+  static V i32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
   static V scales(const uint32_t* words, float m) {
     const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(static_cast<int>(words[0]))),
                                               _mm256_set1_epi32(static_cast<int>(words[1])), 1);
@@ -47,9 +49,8 @@ struct Avx512 {
 
 }  // namespace
 
-void matmul_exl2_avx512(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
-                        int64_t n1) {
-  matmul_exl2_impl<Avx512>(w, xp, m, ldx, y, ldy, n0, n1);
+void matmul_exl2_avx512(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  matmul_exl2_impl<Avx512>(w, a, y, ldy, n0, n1);
 }
 
 }  // namespace laminate

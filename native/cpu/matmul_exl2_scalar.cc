@@ -18,20 +18,14 @@ struct Scalar {
   struct U {
     uint32_t v[W];
   };
-  static V zero() { return set1(0.0f); }
   static V set1(float x) {
     V r;
     for (int i = 0; i < W; i++) r.v[i] = x;
     return r;
   }
-  static V add(const V& a, const V& b) {
+  static V mul(const V& a, const V& b) {
     V r;
-    for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i];
-    return r;
-  }
-  static V sub(const V& a, const V& b) {
-    V r;
-    for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i];
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] * b.v[i];
     return r;
   }
   static V fmadd(const V& a, const V& b, const V& c) {
@@ -47,6 +41,7 @@ struct Scalar {
   static void store(float* p, const V& a) {
     for (int i = 0; i < W; i++) p[i] = a.v[i];
   }
+  static U zero_u() { return set1_u(0); }
   static U load_u32(const uint32_t* p) {
     U r;
     for (int i = 0; i < W; i++) r.v[i] = p[i];
@@ -79,9 +74,29 @@ struct Scalar {
     for (int i = 0; i < W; i++) r.v[i] = x;
     return r;
   }
-  static V u32_to_f32(const U& a) {
+  // int32 lanes in two's complement, kept in uint32 so that wrapping is defined
+  static U add_i(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i];
+    return r;
+  }
+  static U sub_i(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i];
+    return r;
+  }
+  static U madd(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) {
+      const int32_t lo = static_cast<int16_t>(a.v[i] & 0xffffu) * static_cast<int16_t>(b.v[i] & 0xffffu);
+      const int32_t hi = static_cast<int16_t>(a.v[i] >> 16) * static_cast<int16_t>(b.v[i] >> 16);
+      r.v[i] = static_cast<uint32_t>(lo) + static_cast<uint32_t>(hi);
+    }
+    return r;
+  }
+  static V i32_to_f32(const U& a) {
     V r;
-    for (int i = 0; i < W; i++) r.v[i] = static_cast<float>(a.v[i]);
+    for (int i = 0; i < W; i++) r.v[i] = static_cast<float>(static_cast<int32_t>(a.v[i]));
     return r;
   }
   // This file is built with the baseline flags, so the shared conversions are safe here.
@@ -99,9 +114,8 @@ struct Scalar {
 
 }  // namespace
 
-void matmul_exl2_scalar(const Exl2View& w, const float* xp, int m, int64_t ldx, float* y, int64_t ldy, int64_t n0,
-                        int64_t n1) {
-  matmul_exl2_impl<Scalar>(w, xp, m, ldx, y, ldy, n0, n1);
+void matmul_exl2_scalar(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  matmul_exl2_impl<Scalar>(w, a, y, ldy, n0, n1);
 }
 
 }  // namespace laminate

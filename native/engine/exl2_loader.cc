@@ -1,5 +1,6 @@
 #include "exl2_loader.h"
 
+#include <algorithm>
 #include <cstring>
 #include <initializer_list>
 
@@ -61,7 +62,9 @@ Exl2View load_exl2(const RawTensor& qw, const RawTensor& inv, const RawTensor& q
     const int chunk = bits == 8 ? 4 : bits == 4 ? 8 : (bits == 2 || bits == 6) ? 16 : 32;
     if (bits_total % bits != 0 || (bits_total / bits) % chunk != 0) fail(qg, at + ": its qrows do not hold a whole number of " + std::to_string(chunk) + "-row chunks of " + std::to_string(bits) + "-bit codes");
     const int rows = static_cast<int>(bits_total / bits);
-    v.groups.push_back({bits, row, rows, start});
+    // segments of at most kExl2SegmentRows rows (a multiple of every chunk)
+    for (int r = 0; r < rows; r += kExl2SegmentRows)
+      v.groups.push_back({bits, row + r, std::min(kExl2SegmentRows, rows - r), static_cast<int>(start + static_cast<int64_t>(r) * bits / 32), static_cast<int>(g)});
     row += rows;
     if (row > k) break;
   }
