@@ -152,15 +152,17 @@ describe('dequantization and matmul', () => {
     expect(model.config.quantization).toEqual({ method: 'exl2', bits: 4, headBits: 6 });
     for (const length of [1, 3, 9]) {
       const tokens = Array.from({ length }, (_, i) => (i * 17 + 5) % 100);
-      const want = referenceLogits(quant, tokens);
       const got = await model.forward(tokens, { allLogits: true });
-      for (let p = 0; p < length; p++) {
-        const row = want[p]!;
-        const scale = Math.max(1, ...Array.from(row, Math.abs));
-        // the kernel multiplies codes by unrounded scales; the reference uses the fp16
-        // weights: each weight differs by at most 2^-12 of itself
-        for (let i = 0; i < row.length; i++) expect(Math.abs(got[p * 100 + i]! - row[i]!) / scale, `${length} tokens, position ${p}`).toBeLessThan(2e-3);
-      }
+      const worst = (want: Float64Array, p: number) => {
+        const scale = Math.max(1, ...Array.from(want, Math.abs));
+        return Math.max(...Array.from(want, (w, i) => Math.abs(got[p * 100 + i]! - w) / scale));
+      };
+      // The kernels round each layer's input to int8, one scale (max |x| / 127) per 32 stored
+      // rows: each input moves by at most 1/254 of its segment's largest, which comes to a
+      // few percent of the largest logit of this random model (3.3% measured); a wrongly
+      // decoded code moves logits by tens of percent.
+      const plain = referenceLogits(quant, tokens);
+      for (let p = 0; p < length; p++) expect(worst(plain[p]!, p), `${length} tokens, position ${p}`).toBeLessThan(5e-2);
     }
   });
 });

@@ -30,7 +30,7 @@ CpuBackend::CpuBackend(Isa isa, int threads)
     : isa_(isa), matmul_dense_(pick_dense(isa)), matmul_exl2_(pick_exl2(isa)), pool_(threads), scratch_(pool_.size()) {}
 
 void CpuBackend::linear(const LinearCall* calls, int count, int m) {
-  // EXL2 weights read their activations in stored-row order, rounded to int16: convert
+  // EXL2 weights read their activations in stored-row order, rounded to int8: convert
   // each input once.
   if (static_cast<int>(exl2_acts_.size()) < count) exl2_acts_.resize(count);
   for (int c = 0; c < count; c++) {

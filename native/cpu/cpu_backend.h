@@ -32,7 +32,7 @@ class CpuBackend : public Backend {
   MatmulDenseFn matmul_dense_;
   MatmulExl2Fn matmul_exl2_;
   struct Exl2Scratch {
-    std::vector<int16_t> q;
+    std::vector<int8_t> q;
     std::vector<float> scale;
     std::vector<int32_t> sum;
     Exl2Act act;  // over the three above

@@ -41,7 +41,7 @@ void exl2_repack(Exl2View& w) {
   uint32_t codes[32];
   for (const Exl2Group& seg : w.groups) {
     const int b = seg.bits, rpc = exl2_chunk_rows(b), wpc = exl2_chunk_words(b);
-    const int slots = exl2_pair_slots(b), spare = exl2_pair_spare(b), main = wpc * slots;
+    const int slots = exl2_quad_slots(b), spare = exl2_quad_spare(b), main = wpc * slots;
     const uint32_t mask = (1u << b) - 1u;
     for (int64_t qrow = seg.qrow_start; qrow < seg.qrow_start + static_cast<int64_t>(seg.rows) * b / 32; qrow += wpc)
       for (int64_t n = 0; n < w.np; n++) {
@@ -59,15 +59,18 @@ void exl2_repack(Exl2View& w) {
           have -= b;
         }
         uint32_t* out = blocked->data() + (n / 32) * w.qrows * 32 + qrow * 32 + n % 32;
-        for (int p = 0; p < rpc / 2; p++) {
-          const uint32_t lo = codes[2 * p], hi = codes[2 * p + 1];
+        for (int p = 0; p < rpc / 4; p++) {
+          const uint32_t* quad = codes + 4 * p;
           if (p < main) {
-            out[(p / slots) * 32] |= (lo | hi << 16) << ((p % slots) * b);
+            const uint32_t bytes = quad[0] | quad[1] << 8 | quad[2] << 16 | quad[3] << 24;
+            out[(p / slots) * 32] |= bytes << ((p % slots) * b);
             continue;
           }
           for (int i = 0; i < b; i++) {
             const int t = (p - main) * b + i;
-            out[(t / spare) * 32] |= (((lo >> i) & 1u) | ((hi >> i) & 1u) << 16) << (slots * b + t % spare);
+            uint32_t bits = 0;
+            for (int k = 0; k < 4; k++) bits |= ((quad[k] >> i) & 1u) << (8 * k);
+            out[(t / spare) * 32] |= bits << (slots * b + t % spare);
           }
         }
       }
@@ -76,15 +79,15 @@ void exl2_repack(Exl2View& w) {
   w.q_weight = blocked->data();
   w.row_stride = 32;
   w.block_stride = 32 * w.qrows;
-  w.paired = true;
+  w.quads = true;
 }
 
-void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int16_t* q, float* scale,
+void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int8_t* q, float* scale,
                                int32_t* sum) {
   const int64_t k = static_cast<int64_t>(w.perm.size()), segments = static_cast<int64_t>(w.groups.size());
   for (int r = 0; r < m; r++) {
     const float* xr = x + r * ldx;
-    int16_t* qr = q + r * k;
+    int8_t* qr = q + r * k;
     for (int64_t s = 0; s < segments; s++) {
       const Exl2Group& seg = w.groups[s];
       const int32_t* perm = w.perm.data() + seg.row_start;
@@ -96,16 +99,16 @@ void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t
         amax = std::fmax(amax, std::fabs(v));
       }
       int32_t total = 0;
-      float d = amax / 32767.0f;
+      float d = amax / 127.0f;
       if (!finite) {
         d = std::nanf("");  // the outputs become NaN, as they would in floating point
         for (int j = 0; j < seg.rows; j++) qr[seg.row_start + j] = 0;
       } else {
-        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int j = 0; j < seg.rows; j++) {
           // round to nearest even: adding 1.5 * 2^23 leaves the integer part in the mantissa
           const int v = static_cast<int>((xr[perm[j]] * inv + 12582912.0f) - 12582912.0f);
-          qr[seg.row_start + j] = static_cast<int16_t>(v);
+          qr[seg.row_start + j] = static_cast<int8_t>(v);
           total += v;
         }
       }

@@ -3,8 +3,8 @@
 // fp16 maximum scale, and an input-channel permutation.
 //
 // The matmul works on the packed codes directly, in integers: activations are permuted once
-// per call and rounded to int16 with one scale per segment (at most 128 rows of one group);
-// within a segment, sum xq[j] * q_j per output column with 16-bit multiply-adds (two codes
+// per call and rounded to int8 with one scale per segment (at most 32 rows of one group);
+// within a segment, sum xq[j] * q_j per output column with 8-bit multiply-adds (four codes
 // per 32-bit lane), take out the zero point, then multiply by the column's scale and the
 // activation scale. One implementation per instruction set, from matmul_exl2_impl.inc.
 #pragma once
@@ -14,9 +14,8 @@
 
 namespace laminate {
 
-// A segment of a group: at most kExl2SegmentRows rows, so that the int32 sums of 16-bit
-// products cannot overflow (128 * 255 * 32767 * 2 < 2^31).
-constexpr int kExl2SegmentRows = 128;
+// A segment of a group: at most kExl2SegmentRows rows share one activation scale.
+constexpr int kExl2SegmentRows = 32;
 struct Exl2Group {
   int bits = 0;
   int row_start = 0;   // first stored row
@@ -29,22 +28,22 @@ struct Exl2Group {
 constexpr int exl2_chunk_rows(int b) { return b == 8 ? 4 : b == 4 ? 8 : b == 2 || b == 6 ? 16 : 32; }
 constexpr int exl2_chunk_words(int b) { return exl2_chunk_rows(b) * b / 32; }
 
-// The pair layout of one column's chunk of b-bit codes (same words, same bits as stored):
-// pair p holds the chunk's rows 2p and 2p + 1, in the low and the high 16 bits of a word.
-// Each half-word holds pair_slots(b) codes side by side; the pairs that do not fit there use
-// the pair_spare(b) bits left at the top of every half-word, read as one bit stream.
-//   p < words * slots: word p / slots, bits [(p % slots) * b, + b) of each half;
+// The quad layout of one column's chunk of b-bit codes (same words, same bits as stored):
+// quad p holds the chunk's rows 4p .. 4p + 3, one in each byte of a word. Each byte holds
+// quad_slots(b) codes side by side; the quads that do not fit there use the quad_spare(b)
+// bits left at the top of every byte, read as one bit stream.
+//   p < words * slots: word p / slots, bits [(p % slots) * b, + b) of each byte;
 //   else, j = p - words * slots: stream bits [j * b, + b), where stream bit t lies in word
-//   t / spare at bit slots * b + t % spare of each half.
-constexpr int exl2_pair_slots(int b) { return 16 / b; }
-constexpr int exl2_pair_spare(int b) { return 16 - exl2_pair_slots(b) * b; }
+//   t / spare at bit slots * b + t % spare of each byte.
+constexpr int exl2_quad_slots(int b) { return 8 / b; }
+constexpr int exl2_quad_spare(int b) { return 8 - exl2_quad_slots(b) * b; }
 
 struct Exl2View {
   // The word of qrow r for output column n is q_weight[(n / 32) * block_stride + r * row_stride + n % 32].
   // As stored: row_stride = np, block_stride = 32, and a column's codes are a bit stream,
-  // row after row. exl2_repack rewrites them (paired == true) with row_stride = 32 and
+  // row after row. exl2_repack rewrites them (quads == true) with row_stride = 32 and
   // block_stride = 32 * qrows, so that the qrows of 32 columns are one sequential stream,
-  // and each chunk's words in the pair layout of matmul_exl2_impl.inc.
+  // and each chunk's words in the quad layout below.
   const uint32_t* q_weight = nullptr;
   int64_t row_stride = 0;
   int64_t block_stride = 32;
@@ -52,17 +51,17 @@ struct Exl2View {
   const uint32_t* q_scale = nullptr;   // [G, np / 8]
   int64_t np = 0;                      // stored output columns (a multiple of 32)
   int64_t qrows = 0;                   // rows of q_weight
-  bool paired = false;
+  bool quads = false;
   std::vector<Exl2Group> groups;       // segments, in stored-row order
   std::vector<float> group_m;          // fp16(q_scale_max[g] / 256), as float, per group
   std::vector<int32_t> perm;           // stored row j holds input channel perm[j]
 };
 
-// Activations for one call, in stored-row order, rounded to int16: row r's stored row j is
+// Activations for one call, in stored-row order, rounded to int8: row r's stored row j is
 // x[r, perm[j]] ~ q[r * ldq + j] * scale[r * segments + s] for j in segment s, and
-// sum[r * segments + s] is the sum of its q.
+// sum[r * segments + s] is the sum of the segment's q.
 struct Exl2Act {
-  const int16_t* q = nullptr;
+  const int8_t* q = nullptr;
   int64_t ldq = 0;
   const float* scale = nullptr;
   const int32_t* sum = nullptr;
@@ -70,17 +69,17 @@ struct Exl2Act {
 };
 
 // Fills q (m * k), scale and sum (m * segments) from x (m rows, ldx apart).
-void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int16_t* q, float* scale,
+void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int8_t* q, float* scale,
                                int32_t* sum);
 
-// Y[r, n] = sum_j xp[r, j] * w(j, n) for n in [n0, n1) and r < a.m, on a paired view.
+// Y[r, n] = sum_j xp[r, j] * w(j, n) for n in [n0, n1) and r < a.m, on a view in the quad layout.
 using MatmulExl2Fn = void (*)(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
 void matmul_exl2_scalar(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 void matmul_exl2_avx2(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 void matmul_exl2_avx512(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
-// Rewrites the view's codes into 32-column blocks in the pair layout (see Exl2View), in
+// Rewrites the view's codes into 32-column blocks in the quad layout (see Exl2View), in
 // memory it owns.
 void exl2_repack(Exl2View& w);
 

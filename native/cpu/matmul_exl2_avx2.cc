@@ -32,7 +32,12 @@ struct Avx2 {
   static U set1_u(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
   static U add_i(U a, U b) { return _mm256_add_epi32(a, b); }
   static U sub_i(U a, U b) { return _mm256_sub_epi32(a, b); }
-  static U madd(U a, U b) { return _mm256_madd_epi16(a, b); }
+  static U xor_u(U a, U b) { return _mm256_xor_si256(a, b); }
+  static U maddubs(U a, U b) { return _mm256_maddubs_epi16(a, b); }
+  static U add_i16(U a, U b) { return _mm256_add_epi16(a, b); }
+  static U widen(U a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }
+  static U abs8(U a) { return _mm256_abs_epi8(a); }
+  static U sign8(U a, U b) { return _mm256_sign_epi8(a, b); }
   static V i32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }
   static V scales(const uint32_t* words, float m) {
     const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(words[0])), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));

@@ -32,7 +32,12 @@ struct Avx512 {
   static U set1_u(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
   static U add_i(U a, U b) { return _mm512_add_epi32(a, b); }
   static U sub_i(U a, U b) { return _mm512_sub_epi32(a, b); }
-  static U madd(U a, U b) { return _mm512_madd_epi16(a, b); }
+  static U xor_u(U a, U b) { return _mm512_xor_si512(a, b); }
+  static U maddubs(U a, U b) { return _mm512_maddubs_epi16(a, b); }
+  static U add_i16(U a, U b) { return _mm512_add_epi16(a, b); }
+  static U widen(U a) { return _mm512_madd_epi16(a, _mm512_set1_epi16(1)); }
+  static U abs8(U a) { return _mm512_abs_epi8(a); }
+  static U sign8(U a, U b) { return _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(b), _mm512_setzero_si512(), a); }
   static V i32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
   static V scales(const uint32_t* words, float m) {
     const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(static_cast<int>(words[0]))),

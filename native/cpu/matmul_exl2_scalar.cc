@@ -85,12 +85,60 @@ struct Scalar {
     for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i];
     return r;
   }
-  static U madd(const U& a, const U& b) {
+  static U xor_u(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = a.v[i] ^ b.v[i];
+    return r;
+  }
+  // Byte j of a lane: (x >> 8j) & 255; half h: (x >> 16h) & 65535.
+  static int byte_u(uint32_t x, int j) { return static_cast<int>((x >> (8 * j)) & 255u); }
+  static int byte_s(uint32_t x, int j) { return static_cast<int8_t>(byte_u(x, j)); }
+  static int half_s(uint32_t x, int h) { return static_cast<int16_t>((x >> (16 * h)) & 65535u); }
+  static uint32_t halves(int lo, int hi) { return (static_cast<uint32_t>(lo) & 65535u) | static_cast<uint32_t>(hi) << 16; }
+  static uint32_t bytes(const int (&b)[4]) {
+    uint32_t r = 0;
+    for (int j = 0; j < 4; j++) r |= (static_cast<uint32_t>(b[j]) & 255u) << (8 * j);
+    return r;
+  }
+  static int saturate16(int x) { return x > 32767 ? 32767 : x < -32768 ? -32768 : x; }
+  static U maddubs(const U& a, const U& b) {
     U r;
     for (int i = 0; i < W; i++) {
-      const int32_t lo = static_cast<int16_t>(a.v[i] & 0xffffu) * static_cast<int16_t>(b.v[i] & 0xffffu);
-      const int32_t hi = static_cast<int16_t>(a.v[i] >> 16) * static_cast<int16_t>(b.v[i] >> 16);
-      r.v[i] = static_cast<uint32_t>(lo) + static_cast<uint32_t>(hi);
+      int h[2];
+      for (int k = 0; k < 2; k++)
+        h[k] = saturate16(byte_u(a.v[i], 2 * k) * byte_s(b.v[i], 2 * k) + byte_u(a.v[i], 2 * k + 1) * byte_s(b.v[i], 2 * k + 1));
+      r.v[i] = halves(h[0], h[1]);
+    }
+    return r;
+  }
+  static U add_i16(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = halves(half_s(a.v[i], 0) + half_s(b.v[i], 0), half_s(a.v[i], 1) + half_s(b.v[i], 1));
+    return r;
+  }
+  static U widen(const U& a) {
+    U r;
+    for (int i = 0; i < W; i++) r.v[i] = static_cast<uint32_t>(half_s(a.v[i], 0) + half_s(a.v[i], 1));
+    return r;
+  }
+  static U abs8(const U& a) {
+    U r;
+    for (int i = 0; i < W; i++) {
+      int b[4];
+      for (int j = 0; j < 4; j++) b[j] = byte_s(a.v[i], j) < 0 ? -byte_s(a.v[i], j) : byte_s(a.v[i], j);
+      r.v[i] = bytes(b);
+    }
+    return r;
+  }
+  static U sign8(const U& a, const U& b) {
+    U r;
+    for (int i = 0; i < W; i++) {
+      int c[4];
+      for (int j = 0; j < 4; j++) {
+        const int s = byte_s(b.v[i], j);
+        c[j] = s < 0 ? -byte_s(a.v[i], j) : s == 0 ? 0 : byte_s(a.v[i], j);
+      }
+      r.v[i] = bytes(c);
     }
     return r;
   }
