@@ -54,6 +54,7 @@ struct Exl2View {
   bool quads = false;
   std::vector<Exl2Group> groups;       // segments, in stored-row order
   std::vector<float> group_m;          // fp16(q_scale_max[g] / 256), as float, per group
+  std::vector<float> scale_table;      // [g * 16 + s]: the column scale fp16((s + 1)^2 * group_m[g])
   std::vector<int32_t> perm;           // stored row j holds input channel perm[j]
 };
 

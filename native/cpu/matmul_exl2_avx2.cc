@@ -39,12 +39,13 @@ struct Avx2 {
   static U abs8(U a) { return _mm256_abs_epi8(a); }
   static U sign8(U a, U b) { return _mm256_sign_epi8(a, b); }
   static V i32_to_f32(U a) { return _mm256_cvtepi32_ps(a); }
-  static V scales(const uint32_t* words, float m) {
+  static V scales(const uint32_t* words, const float* table) {
     const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(words[0])), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
-    const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(s, _mm256_set1_epi32(1)));
-    const __m256 scale = _mm256_mul_ps(_mm256_mul_ps(f, f), _mm256_set1_ps(m));  // exact: <= 20 significant bits
-    return _mm256_cvtph_ps(_mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), s);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), s);
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(s, 28)));  // s >= 8: high
   }
+
 };
 
 #include "matmul_exl2_impl.inc"

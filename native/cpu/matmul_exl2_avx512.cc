@@ -39,15 +39,14 @@ struct Avx512 {
   static U abs8(U a) { return _mm512_abs_epi8(a); }
   static U sign8(U a, U b) { return _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(b), _mm512_setzero_si512(), a); }
   static V i32_to_f32(U a) { return _mm512_cvtepi32_ps(a); }
-  static V scales(const uint32_t* words, float m) {
+  static V scales(const uint32_t* words, const float* table) {
     const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(static_cast<int>(words[0]))),
                                               _mm256_set1_epi32(static_cast<int>(words[1])), 1);
     const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
     const __m512i s = _mm512_and_si512(_mm512_srlv_epi32(packed, shifts), _mm512_set1_epi32(15));
-    const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_set1_epi32(1)));
-    const __m512 scale = _mm512_mul_ps(_mm512_mul_ps(f, f), _mm512_set1_ps(m));
-    return _mm512_cvtph_ps(_mm512_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
+    return _mm512_permutexvar_ps(s, _mm512_loadu_ps(table));
   }
+
 };
 
 #include "matmul_exl2_impl.inc"

@@ -4,7 +4,6 @@
 #include <utility>
 #include <vector>
 
-#include "../core/dtype.h"
 #include "matmul_exl2.h"
 
 namespace laminate {
@@ -147,15 +146,12 @@ struct Scalar {
     for (int i = 0; i < W; i++) r.v[i] = static_cast<float>(static_cast<int32_t>(a.v[i]));
     return r;
   }
-  // This file is built with the baseline flags, so the shared conversions are safe here.
-  static V scales(const uint32_t* words, float m) {
+  static V scales(const uint32_t* words, const float* table) {
     V r;
-    for (int i = 0; i < W; i++) {
-      const uint32_t s = (words[i / 8] >> (4 * (i % 8))) & 15u;
-      r.v[i] = f16_to_f32(f32_to_f16_bits(static_cast<float>((s + 1) * (s + 1)) * m));
-    }
+    for (int i = 0; i < W; i++) r.v[i] = table[(words[i / 8] >> (4 * (i % 8))) & 15u];
     return r;
   }
+
 };
 
 #include "matmul_exl2_impl.inc"
