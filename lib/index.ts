@@ -23,4 +23,4 @@ export { exportModel, type ExportOptions } from './model/export.js';
 export { packExl2, quantizeRtn, layoutGroups, bitsPerWeight, EXL2_WIDTHS, type Exl2Codes, type Exl2Group, type Exl2Tensors, type Exl2Width } from './formats/exl2.js';
 export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, type Parameters, type ParameterValue } from './merge/config.js';
 export { FormatError } from './errors.js';
-export { cpuInfo, type CpuInfo, type Isa } from './system.js';
+export { cpuInfo, cudaInfo, type CpuInfo, type CudaDevice, type CudaInfo, type Isa } from './system.js';

@@ -1,6 +1,7 @@
 // Finds and loads the native addon: a prebuilt binary from prebuilds/ when one matches this
-// platform, else the one built from source in build/. A CUDA variant will be looked up
-// here as well when the device asks for it.
+// platform, else the one built from source in build/. The CUDA variant (npm run
+// build:cuda) is looked up separately, in build-cuda/, when a device asks for it.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,6 +83,15 @@ export interface NativeAddon {
   runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };
   backend: string;
+  /** The CUDA variant only. */
+  cudaInfo?(): NativeCudaInfo;
+}
+
+export interface NativeCudaInfo {
+  runtimeVersion: number;
+  driverVersion: number;
+  devices: { index: number; name: string; computeCapability: string; totalBytes: number; freeBytes: number }[];
+  error?: string;
 }
 
 /** The package root: one level above lib/ (sources) or dist/ (compiled). */
@@ -104,6 +114,26 @@ export function native(): NativeAddon {
     }
   }
   return addon;
+}
+
+let cuda: { addon?: NativeAddon; reason?: string } | undefined;
+
+/** The CUDA variant of the addon, or why it cannot be loaded. LAMINATE_CUDA_ADDON names
+ * another file than build-cuda/Release/laminate.node. */
+export function cudaAddon(): { addon?: NativeAddon; reason?: string } {
+  if (!cuda) {
+    const file = process.env['LAMINATE_CUDA_ADDON'] || join(packageRoot, 'build-cuda', 'Release', 'laminate.node');
+    if (!existsSync(file)) cuda = { reason: `the CUDA build is not there (${file}); run \`npm run build:cuda\` where nvcc is installed` };
+    else {
+      try {
+        const loaded = createRequire(import.meta.url)(file) as NativeAddon;
+        cuda = typeof loaded.cudaInfo === 'function' ? { addon: loaded } : { reason: `${file} is not a CUDA build` };
+      } catch (e) {
+        cuda = { reason: `the CUDA build could not be loaded (${(e as Error).message})` };
+      }
+    }
+  }
+  return cuda;
 }
 
 /** A flag that native jobs poll: element 0 becomes 1 when the signal aborts. */

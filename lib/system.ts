@@ -1,5 +1,5 @@
 // What this machine offers the engine.
-import { native } from './native.js';
+import { cudaAddon, native } from './native.js';
 
 /** A family of CPU kernels. */
 export type Isa = 'scalar' | 'avx2' | 'avx512';
@@ -15,4 +15,33 @@ export interface CpuInfo {
 
 export function cpuInfo(): CpuInfo {
   return native().cpuInfo() as CpuInfo;
+}
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  /** e.g. '9.0' */
+  computeCapability: string;
+  totalBytes: number;
+  freeBytes: number;
+}
+
+export interface CudaInfo {
+  /** Whether the CUDA variant of the addon (npm run build:cuda) is there and loads. */
+  built: boolean;
+  /** CUDA runtime and driver versions as the runtime reports them (1000 * major + 10 * minor); 0 when unknown or no driver. */
+  runtimeVersion: number;
+  driverVersion: number;
+  devices: CudaDevice[];
+  /** Why no device can be used, when none can: no build, no driver, no device. */
+  reason?: string;
+}
+
+/** What CUDA offers on this machine. Never throws: a missing build or driver is a reason. */
+export function cudaInfo(): CudaInfo {
+  const { addon, reason } = cudaAddon();
+  if (!addon?.cudaInfo) return { built: false, runtimeVersion: 0, driverVersion: 0, devices: [], reason: reason ?? 'no CUDA build' };
+  const info = addon.cudaInfo();
+  const devices = info.devices;
+  return { built: true, runtimeVersion: info.runtimeVersion, driverVersion: info.driverVersion, devices, ...(devices.length === 0 ? { reason: info.error ?? 'no CUDA device' } : {}) };
 }

@@ -8,7 +8,7 @@ import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import type { SchedulerOptions } from '../generate/scheduler.js';
 import { abortFlag, native, packageRoot } from '../native.js';
-import type { Isa } from '../system.js';
+import { cudaInfo, type Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { MergeConfig } from '../merge/config.js';
 import { isMergeConfig, planVirtualMerge } from '../merge/virtual.js';
@@ -25,8 +25,11 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** Only 'cpu' for now ('auto' picks it). */
-  device?: 'cpu' | 'auto';
+  /**
+   * Where the model runs. 'cpu'; 'auto' (default), which is the CPU until the CUDA backend
+   * runs models; 'cuda', which for now says why it cannot be used here (see cudaInfo()).
+   */
+  device?: 'cpu' | 'cuda' | 'auto';
   /** Compute threads; default the number of physical cores. */
   threads?: number;
   /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx512'. */
@@ -85,7 +88,11 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
     throw new TypeError('loadModel: give a model directory or a merge configuration');
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const device = options.device ?? 'auto';
-  if (device !== 'cpu' && device !== 'auto') throw new Error(`loadModel: device '${String(device)}' is not available in this build (cpu)`);
+  if (device === 'cuda') {
+    const cuda = cudaInfo();
+    throw new Error(`loadModel: device 'cuda' cannot be used: ${cuda.reason ?? `this version of laminate runs models on the CPU only; the CUDA build sees ${cuda.devices.map((d) => d.name).join(', ')}`}`);
+  }
+  if (device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: device must be 'cpu', 'cuda' or 'auto' (got ${String(device)})`);
   const threads = positiveInteger(options.threads, 'threads') ?? 0;
   const scheduling: SchedulerOptions = { maxBatchTokens: positiveInteger(options.maxBatchTokens, 'maxBatchTokens') ?? 512 };
   if (options.maxQueue !== undefined) {

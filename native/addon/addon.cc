@@ -14,6 +14,9 @@
 #include "args.h"
 #include "merge_binding.h"
 #include "progress_job.h"
+#ifdef LAMINATE_WITH_CUDA
+#include "../cuda/device.h"
+#endif
 
 namespace laminate {
 namespace {
@@ -308,10 +311,40 @@ Napi::Value cpu_info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+#ifdef LAMINATE_WITH_CUDA
+// The CUDA variant only: what the runtime sees (devices, or why there are none).
+Napi::Value cuda_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CudaProbe p = cuda_probe();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("runtimeVersion", p.runtime_version);
+  o.Set("driverVersion", p.driver_version);
+  Napi::Array devices = Napi::Array::New(env);
+  for (size_t i = 0; i < p.devices.size(); i++) {
+    const CudaDevice& d = p.devices[i];
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("index", d.index);
+    dev.Set("name", d.name);
+    dev.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+    dev.Set("totalBytes", static_cast<double>(d.total_bytes));
+    dev.Set("freeBytes", static_cast<double>(d.free_bytes));
+    devices.Set(static_cast<uint32_t>(i), dev);
+  }
+  o.Set("devices", devices);
+  if (!p.error.empty()) o.Set("error", p.error);
+  return o;
+}
+#endif
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::define(env));
   exports.Set("cpuInfo", Napi::Function::New(env, cpu_info));
+#ifdef LAMINATE_WITH_CUDA
+  exports.Set("backend", "cuda");
+  exports.Set("cudaInfo", Napi::Function::New(env, cuda_info));
+#else
   exports.Set("backend", "cpu");
+#endif
   exports.Set("runMerge", Napi::Function::New(env, run_merge_js));
   return exports;
 }
