@@ -1,5 +1,5 @@
 // Exact EXL2 dequantization (for export and checks): every product rounded to fp16 as the
-// format defines. Also the stored layout's conversion to the kernels' pair layout, and the
+// format defines. Also the stored layout's conversion to the kernels' quad layout, and the
 // rounding of activations for the kernels.
 #include <cmath>
 
@@ -79,7 +79,6 @@ void exl2_repack(Exl2View& w) {
   w.q_weight = blocked->data();
   w.row_stride = 32;
   w.block_stride = 32 * w.qrows;
-  w.quads = true;
 }
 
 void exl2_quantize_activations(const Exl2View& w, const float* x, int m, int64_t ldx, int8_t* q, float* scale,

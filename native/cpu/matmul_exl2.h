@@ -41,7 +41,7 @@ constexpr int exl2_quad_spare(int b) { return 8 - exl2_quad_slots(b) * b; }
 struct Exl2View {
   // The word of qrow r for output column n is q_weight[(n / 32) * block_stride + r * row_stride + n % 32].
   // As stored: row_stride = np, block_stride = 32, and a column's codes are a bit stream,
-  // row after row. exl2_repack rewrites them (quads == true) with row_stride = 32 and
+  // row after row. exl2_repack rewrites them with row_stride = 32 and
   // block_stride = 32 * qrows, so that the qrows of 32 columns are one sequential stream,
   // and each chunk's words in the quad layout below.
   const uint32_t* q_weight = nullptr;
@@ -51,7 +51,6 @@ struct Exl2View {
   const uint32_t* q_scale = nullptr;   // [G, np / 8]
   int64_t np = 0;                      // stored output columns (a multiple of 32)
   int64_t qrows = 0;                   // rows of q_weight
-  bool quads = false;
   std::vector<Exl2Group> groups;       // segments, in stored-row order
   std::vector<float> group_m;          // fp16(q_scale_max[g] / 256), as float, per group
   std::vector<float> scale_table;      // [g * 16 + s]: the column scale fp16((s + 1)^2 * group_m[g])

@@ -59,7 +59,7 @@ Exl2View load_exl2(const RawTensor& qw, const RawTensor& inv, const RawTensor& q
     last_rank = rank(bits);
     if ((g == 0 && start != 0) || start < 0 || end <= start || end > qr) fail(qg, at + " has qrows [" + std::to_string(start) + ", " + std::to_string(end) + "), not ordered within [0, " + std::to_string(qr) + ")");
     const int64_t bits_total = (end - start) * 32;
-    const int chunk = bits == 8 ? 4 : bits == 4 ? 8 : (bits == 2 || bits == 6) ? 16 : 32;
+    const int chunk = exl2_chunk_rows(bits);
     if (bits_total % bits != 0 || (bits_total / bits) % chunk != 0) fail(qg, at + ": its qrows do not hold a whole number of " + std::to_string(chunk) + "-row chunks of " + std::to_string(bits) + "-bit codes");
     const int rows = static_cast<int>(bits_total / bits);
     // segments of at most kExl2SegmentRows rows (a multiple of every chunk)
