@@ -82,6 +82,11 @@ export interface NativeAddon {
   /** Runs a merge to disk (see lib/merge/merge.ts for the spec). */
   runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };
+  /** One EXL2 matmul on the CPU kernels, with the int8 activations they used (for tests). */
+  exl2Matmul(
+    layer: { qWeight: Int32Array; qInvperm: Int32Array; qScale: Int32Array; qScaleMax: Uint16Array; qGroups: Int16Array; n: number; k: number },
+    x: Float32Array, m: number, isa: string,
+  ): { y: Float32Array; xq: Int8Array; scale: Float32Array; segmentRows: Int32Array };
   backend: string;
   /** The CUDA variant only. */
   cudaInfo?(): NativeCudaInfo;

@@ -11,6 +11,7 @@ import { decode, encode, tmpDir, writeSafetensors, writeTinyCheckpoint, type Tin
 import { DEQUANT_EXAMPLE, fp16, PACKING_EXAMPLES, referenceDequantize } from './helpers/exl2-reference.js';
 import { referenceLogits } from './helpers/reference.js';
 import { readModelTensors } from './helpers/safetensors-read.js';
+import { native } from '../lib/native.js';
 
 const dirs: string[] = [];
 const fresh = () => {
@@ -164,6 +165,74 @@ describe('dequantization and matmul', () => {
       const plain = referenceLogits(quant, tokens);
       for (let p = 0; p < length; p++) expect(worst(plain[p]!, p), `${length} tokens, position ${p}`).toBeLessThan(5e-2);
     }
+  });
+});
+
+describe('the kernels', () => {
+  // The kernels' arithmetic, checked one matmul at a time: activations rounded to int8 per
+  // 32 stored rows (scale max |x| / 127), times (q - z) * fp16((s + 1)^2 * m), the spec's
+  // weight before its final fp16 rounding. Integer sums are exact, so what is left is a few
+  // float32 roundings per segment; a wrongly decoded code is off by a whole step.
+  const layouts: [number, 8 | 6 | 5 | 4 | 3 | 2][][] = [[[1, 8]], [[0.25, 8], [0.25, 6], [0.25, 5], [0.25, 4]], [[0.5, 4], [0.5, 3]], [[0.25, 3], [0.75, 2]], [[0.5, 6], [0.5, 2]]];
+  it.each(cpuInfo().isas)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa) => {
+    const n = 72, k = 256; // 72 columns: one partly used 32-column block
+    for (const [li, parts] of layouts.entries()) {
+      const layer = randomLayer(n, k, layoutGroups(k, parts, 64), 700 + li);
+      const t = packExl2(layer);
+      const tensors = { qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n, k };
+      // w[c][j], stored row j, as the kernels define it
+      const w: number[][] = [];
+      for (let c = 0; c < n; c++) {
+        w.push([]);
+        let row = 0;
+        layer.groups.forEach((g, gi) => {
+          const m = fp16(layer.scaleMax[gi]! / 256), z = 2 ** (g.bits - 1);
+          const scale = fp16((layer.scaleCodes[gi * n + c]! + 1) ** 2 * m);
+          for (let j = row; j < row + g.rows; j++) w[c]!.push((layer.codes[j * n + c]! - z) * scale);
+          row += g.rows;
+        });
+      }
+      const r = rng(900 + li);
+      for (const m of [1, 2, 3, 4, 5, 9]) {
+        // a few large inputs, and one row of zeros
+        const x = Float32Array.from({ length: m * k }, (_, i) => (m > 2 && Math.floor(i / k) === 1 ? 0 : ((r(2001) - 1000) / 1000) * (r(20) === 0 ? 30 : 1)));
+        const out = native().exl2Matmul(tensors, x, m, isa);
+        for (let row = 0; row < m; row++) {
+          // the rounding: each input within half a step of its segment's scale
+          const xs: number[] = [];
+          let j0 = 0;
+          out.segmentRows.forEach((rows, s) => {
+            const d = out.scale[row * out.segmentRows.length + s]!;
+            let amax = 0;
+            for (let j = j0; j < j0 + rows; j++) amax = Math.max(amax, Math.abs(x[row * k + layer.perm[j]!]!));
+            expect(d).toBe(Math.fround(amax / 127));
+            for (let j = j0; j < j0 + rows; j++) {
+              const q = out.xq[row * k + j]!;
+              expect(Math.abs(q * d - x[row * k + layer.perm[j]!]!)).toBeLessThanOrEqual(d * 0.5001);
+              xs.push(q * d);
+            }
+            j0 += rows;
+          });
+          for (let c = 0; c < n; c++) {
+            let want = 0, size = 0;
+            for (let j = 0; j < k; j++) {
+              want += w[c]![j]! * xs[j]!;
+              size += Math.abs(w[c]![j]! * xs[j]!);
+            }
+            expect(Math.abs(out.y[row * n + c]! - want), `layout ${li}, ${m} rows, row ${row}, column ${c}`).toBeLessThanOrEqual(1e-5 * size);
+          }
+        }
+      }
+    }
+  });
+
+  it('exl2Matmul checks its arguments', () => {
+    const t = packExl2(randomLayer(8, 32, [{ bits: 4, rows: 32 }], 1));
+    const tensors = { qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n: 8, k: 32 };
+    expect(() => native().exl2Matmul(tensors, new Float32Array(31), 1, 'scalar')).toThrow(/m \* k/);
+    expect(() => native().exl2Matmul({ ...tensors, qScale: new Float32Array(4) as never }, new Float32Array(32), 1, 'scalar')).toThrow(/qScale has the wrong array type/);
+    expect(() => native().exl2Matmul({ ...tensors, qGroups: Int16Array.of(7, 0) }, new Float32Array(32), 1, 'scalar')).toThrow(/width 7/);
+    expect(() => native().exl2Matmul(tensors, new Float32Array(32), 1, 'sse9')).toThrow(/unknown instruction set/);
   });
 });
 

@@ -12,6 +12,7 @@
 #include "../core/thread_pool.h"
 #include "../engine/engine.h"
 #include "args.h"
+#include "exl2_binding.h"
 #include "merge_binding.h"
 #include "progress_job.h"
 #ifdef LAMINATE_WITH_CUDA
@@ -346,6 +347,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", "cpu");
 #endif
   exports.Set("runMerge", Napi::Function::New(env, run_merge_js));
+  exports.Set("exl2Matmul", Napi::Function::New(env, exl2_matmul_js));
   return exports;
 }
 

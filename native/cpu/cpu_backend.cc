@@ -17,7 +17,7 @@ static MatmulDenseFn pick_dense(Isa isa) {
   return matmul_dense_scalar;
 }
 
-static MatmulExl2Fn pick_exl2(Isa isa) {
+MatmulExl2Fn pick_exl2(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return matmul_exl2_avx512;
     case Isa::Avx2: return matmul_exl2_avx2;

@@ -10,6 +10,9 @@
 
 namespace laminate {
 
+// The EXL2 kernel of an instruction set.
+MatmulExl2Fn pick_exl2(Isa isa);
+
 class CpuBackend : public Backend {
  public:
   CpuBackend(Isa isa, int threads);
