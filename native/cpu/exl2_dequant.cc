@@ -27,7 +27,7 @@ void exl2_dequantize(const Exl2View& w, int64_t n_out, int64_t k, float* out) {
     const int z = 1 << (seg.bits - 1);
     for (int64_t n = 0; n < n_out; n++) {
       const uint32_t s = (w.q_scale[static_cast<int64_t>(seg.group) * (w.np / 8) + n / 8] >> (4 * (n % 8))) & 15u;
-      const float sc = fp16(static_cast<float>((s + 1) * (s + 1)) * w.group_m[seg.group]);
+      const float sc = w.scale_table[seg.group * 16 + s];
       for (int r = 0; r < seg.rows; r++) {
         const uint32_t code = stored_code(w, seg, n, r);
         out[n * k + w.perm[seg.row_start + r]] = fp16(static_cast<float>(static_cast<int>(code) - z) * sc);

@@ -52,8 +52,9 @@ struct Exl2View {
   int64_t np = 0;                      // stored output columns (a multiple of 32)
   int64_t qrows = 0;                   // rows of q_weight
   std::vector<Exl2Group> groups;       // segments, in stored-row order
-  std::vector<float> group_m;          // fp16(q_scale_max[g] / 256), as float, per group
-  std::vector<float> scale_table;      // [g * 16 + s]: the column scale fp16((s + 1)^2 * group_m[g])
+  // [g * 16 + s]: the column scale of 4-bit code s in group g, fp16((s + 1)^2 * m) with
+  // m = fp16(q_scale_max[g] / 256)
+  std::vector<float> scale_table;
   std::vector<int32_t> perm;           // stored row j holds input channel perm[j]
 };
 
