@@ -3,7 +3,7 @@
 // build:cuda) is looked up separately, in build-cuda/, when a device asks for it.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeTensor {
@@ -52,6 +52,9 @@ export interface NativeModelSpec {
   finalNorm: number;
   lmHead: NativeLinear;
   layers: NativeLayer[];
+  /** 'cpu' (default) or 'cuda' (the CUDA build only). */
+  device?: 'cpu' | 'cuda';
+  deviceIndex?: number;
   isa: string;
   threads: number;
   kvPageSize: number;
@@ -73,7 +76,7 @@ export interface NativeEngine {
   sequenceLength(id: number): number;
   truncateSequence(id: number, length: number): void;
   cacheStats(): { pageSize: number; pagesInUse: number; maxPages: number; bytesAllocated: number };
-  info(): { device: string; isa: string; threads: number; mappedBytes: number; layers: number };
+  info(): { device: 'cpu' | 'cuda'; deviceName?: string; deviceBytes: number; isa: string; threads: number; mappedBytes: number; layers: number };
   dispose(): void;
 }
 
@@ -97,6 +100,8 @@ export interface NativeCudaInfo {
   driverVersion: number;
   devices: { index: number; name: string; computeCapability: string; totalBytes: number; freeBytes: number }[];
   error?: string;
+  /** The simulator build (npm run build:sim): its one device is the CPU. */
+  simulated?: boolean;
 }
 
 /** The package root: one level above lib/ (sources) or dist/ (compiled). */
@@ -124,10 +129,12 @@ export function native(): NativeAddon {
 let cuda: { addon?: NativeAddon; reason?: string } | undefined;
 
 /** The CUDA variant of the addon, or why it cannot be loaded. LAMINATE_CUDA_ADDON names
- * another file than build-cuda/Release/laminate.node. */
+ * another file than build-cuda/Release/laminate.node (such as the simulator build,
+ * build-sim/Release/laminate.node, which runs the CUDA engine and kernels on the CPU). */
 export function cudaAddon(): { addon?: NativeAddon; reason?: string } {
   if (!cuda) {
-    const file = process.env['LAMINATE_CUDA_ADDON'] || join(packageRoot, 'build-cuda', 'Release', 'laminate.node');
+    const env = process.env['LAMINATE_CUDA_ADDON'];
+    const file = env ? resolve(env) : join(packageRoot, 'build-cuda', 'Release', 'laminate.node');
     if (!existsSync(file)) cuda = { reason: `the CUDA build is not there (${file}); run \`npm run build:cuda\` where nvcc is installed` };
     else {
       try {

@@ -35,13 +35,22 @@ export interface CudaInfo {
   devices: CudaDevice[];
   /** Why no device can be used, when none can: no build, no driver, no device. */
   reason?: string;
+  /** The simulator build: its one device is the CPU running the CUDA kernels (for tests); device: 'auto' never picks it. */
+  simulated: boolean;
 }
 
 /** What CUDA offers on this machine. Never throws: a missing build or driver is a reason. */
 export function cudaInfo(): CudaInfo {
   const { addon, reason } = cudaAddon();
-  if (!addon?.cudaInfo) return { built: false, runtimeVersion: 0, driverVersion: 0, devices: [], reason: reason ?? 'no CUDA build' };
+  if (!addon?.cudaInfo) return { built: false, runtimeVersion: 0, driverVersion: 0, devices: [], reason: reason ?? 'no CUDA build', simulated: false };
   const info = addon.cudaInfo();
   const devices = info.devices;
-  return { built: true, runtimeVersion: info.runtimeVersion, driverVersion: info.driverVersion, devices, ...(devices.length === 0 ? { reason: info.error ?? 'no CUDA device' } : {}) };
+  return {
+    built: true,
+    runtimeVersion: info.runtimeVersion,
+    driverVersion: info.driverVersion,
+    devices,
+    ...(devices.length === 0 ? { reason: info.error ?? 'no CUDA device' } : {}),
+    simulated: info.simulated === true,
+  };
 }

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import type { SchedulerOptions } from '../generate/scheduler.js';
-import { abortFlag, native, packageRoot } from '../native.js';
+import { abortFlag, cudaAddon, native, packageRoot, type NativeEngine, type NativeModelSpec } from '../native.js';
 import { cudaInfo, type Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { MergeConfig } from '../merge/config.js';
@@ -26,10 +26,12 @@ export interface LoadProgress {
 
 export interface LoadOptions {
   /**
-   * Where the model runs. 'cpu'; 'auto' (default), which is the CPU until the CUDA backend
-   * runs models; 'cuda', which for now says why it cannot be used here (see cudaInfo()).
+   * Where the model runs: 'cpu'; 'cuda' (or 'cuda:N' for GPU N), which needs the CUDA
+   * build (npm run build:cuda) and a GPU with room for the weights and the whole KV cache,
+   * else it is an Error that says which is missing; 'auto' (default), CUDA when it can be
+   * used (a GPU answers and the model fits), else the CPU.
    */
-  device?: 'cpu' | 'cuda' | 'auto';
+  device?: 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
   /** Compute threads; default the number of physical cores. */
   threads?: number;
   /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx512'. */
@@ -64,6 +66,25 @@ async function generationEos(dir: string): Promise<number[]> {
   return list.filter((t): t is number => Number.isSafeInteger(t) && t >= 0);
 }
 
+/**
+ * The engine on the device asked for. 'auto' tries a real GPU (not the simulator) and falls
+ * back to the CPU when the CUDA engine cannot be made (for instance, too little free memory).
+ */
+function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', deviceIndex: number, asked: string): NativeEngine {
+  if (want !== 'cpu') {
+    const cuda = cudaInfo();
+    const addon = cudaAddon().addon;
+    if (addon && cuda.devices.length > 0 && (want === 'cuda' || !cuda.simulated)) {
+      try {
+        return new addon.Engine({ ...spec, device: 'cuda', deviceIndex });
+      } catch (e) {
+        if (want === 'cuda') throw new Error(`loadModel: device '${asked}' cannot be used: ${(e as Error).message}`, { cause: e });
+      }
+    }
+  }
+  return new (native().Engine)({ ...spec, device: 'cpu' });
+}
+
 /** What a load reads: a model directory, or a passthrough merge of several. */
 async function readSource(source: string | MergeConfig): Promise<{ dir: string; config: ModelConfig; checkpoint: Checkpoint; plan: LayerPlan; tokenizerDir: string }> {
   if (isMergeConfig(source)) {
@@ -88,11 +109,14 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
     throw new TypeError('loadModel: give a model directory or a merge configuration');
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const device = options.device ?? 'auto';
-  if (device === 'cuda') {
+  const gpu = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
+  if (!gpu && device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: device must be 'cpu', 'cuda', 'cuda:N' or 'auto' (got ${String(device)})`);
+  const deviceIndex = gpu?.[1] === undefined ? 0 : Number(gpu[1]);
+  if (gpu) {
     const cuda = cudaInfo();
-    throw new Error(`loadModel: device 'cuda' cannot be used: ${cuda.reason ?? `this version of laminate runs models on the CPU only; the CUDA build sees ${cuda.devices.map((d) => d.name).join(', ')}`}`);
+    if (cuda.devices.length === 0) throw new Error(`loadModel: device '${device}' cannot be used: ${cuda.reason ?? 'no CUDA device'}`);
+    if (!cuda.devices.some((d) => d.index === deviceIndex)) throw new Error(`loadModel: device '${device}' cannot be used: there is no GPU ${deviceIndex} (the CUDA build sees ${cuda.devices.map((d) => `${d.index}: ${d.name}`).join(', ')})`);
   }
-  if (device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: device must be 'cpu', 'cuda' or 'auto' (got ${String(device)})`);
   const threads = positiveInteger(options.threads, 'threads') ?? 0;
   const scheduling: SchedulerOptions = { maxBatchTokens: positiveInteger(options.maxBatchTokens, 'maxBatchTokens') ?? 512 };
   if (options.maxQueue !== undefined) {
@@ -113,8 +137,7 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   const isa = options.isa ?? (process.env['LAMINATE_ISA'] || 'auto');
   const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
 
-  const addon = native();
-  const engine = new addon.Engine(spec);
+  const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', deviceIndex, device);
   const abort = abortFlag(signal);
   try {
     await engine.prefault(onProgress ? (loaded, total) => onProgress({ phase: 'weights', loaded, total }) : undefined, abort.flag);
@@ -128,7 +151,9 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   const info = engine.info();
   return new Model(config, engine, {
     dir,
-    device: 'cpu',
+    device: info.device,
+    ...(info.deviceName ? { deviceName: info.deviceName } : {}),
+    deviceBytes: info.deviceBytes,
     isa: info.isa,
     threads: info.threads,
     weightBytes: info.mappedBytes,

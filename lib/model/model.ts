@@ -58,8 +58,13 @@ const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, 'maxTokens', 'stop', 'st
 
 export interface ModelInfo {
   dir: string;
-  device: 'cpu';
-  /** Kernel family in use: scalar, avx2 or avx512. */
+  /** Where the model runs. */
+  device: 'cpu' | 'cuda';
+  /** The GPU's name (device 'cuda'). */
+  deviceName?: string;
+  /** Device memory held for weights and KV cache (device 'cuda'; 0 on the CPU). */
+  deviceBytes: number;
+  /** Kernel family in use on the CPU: scalar, avx2 or avx512 ('' on a GPU). */
   isa: string;
   threads: number;
   /** Bytes of weight files mapped. */

@@ -113,6 +113,9 @@ ModelSpec parse_spec(const Napi::Object& js) {
     ls.down = lin("down");
     spec.layers.push_back(ls);
   }
+  if (js.Has("device") && !js.Get("device").IsUndefined()) spec.device = string_field(js, "device", w);
+  if (js.Has("deviceIndex") && !js.Get("deviceIndex").IsUndefined())
+    spec.device_index = static_cast<int>(int_field(js, "deviceIndex", w, 0, 64));
   spec.isa = string_field(js, "isa", w);
   spec.threads = static_cast<int>(int_field(js, "threads", w, 0, 256));
   spec.kv_page_size = static_cast<int>(int_field(js, "kvPageSize", w, 1, 4096));
@@ -281,7 +284,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return guarded(info, [&]() -> Napi::Value {
       Engine& e = live();
       Napi::Object o = Napi::Object::New(info.Env());
-      o.Set("device", "cpu");
+      o.Set("device", e.device());
+      if (!e.device_name().empty()) o.Set("deviceName", e.device_name());
+      o.Set("deviceBytes", static_cast<double>(e.device_bytes()));
       o.Set("isa", e.isa());
       o.Set("threads", e.threads());
       o.Set("mappedBytes", static_cast<double>(e.mapped_bytes()));
@@ -333,6 +338,7 @@ Napi::Value cuda_info(const Napi::CallbackInfo& info) {
   }
   o.Set("devices", devices);
   if (!p.error.empty()) o.Set("error", p.error);
+  if (p.simulated) o.Set("simulated", true);
   return o;
 }
 #endif

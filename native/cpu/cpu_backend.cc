@@ -29,6 +29,22 @@ MatmulExl2Fn pick_exl2(Isa isa) {
 CpuBackend::CpuBackend(Isa isa, int threads)
     : isa_(isa), matmul_dense_(pick_dense(isa)), matmul_exl2_(pick_exl2(isa)), pool_(threads), scratch_(pool_.size()) {}
 
+float* CpuBackend::buffer(Buffer which, size_t floats) {
+  std::vector<float>& b = buffers_[static_cast<int>(which)];
+  if (b.size() < floats) b.resize(floats);
+  return b.data();
+}
+
+bool CpuBackend::begin_step(const StepBatch& batch) {
+  batch_ = batch;
+  return true;
+}
+
+bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host) {
+  std::memcpy(host, logits, static_cast<size_t>(rows) * vocab * sizeof(float));
+  return true;
+}
+
 void CpuBackend::linear(const LinearCall* calls, int count, int m) {
   // EXL2 weights read their activations in stored-row order, rounded to int8: convert
   // each input once.
@@ -84,17 +100,17 @@ void CpuBackend::rmsnorm(const float* x, const float* weight, float eps, int m, 
   pool_.parallel_for(m, [&](int r, int) { rmsnorm_row(x + static_cast<int64_t>(r) * n, weight, eps, n, y + static_cast<int64_t>(r) * n); });
 }
 
-void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld, const float* cos_sin) {
+void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld) {
+  const float* cos_sin = batch_.cos_sin;
   pool_.parallel_for(m, [&](int r, int) { rope_row(x + r * ld, heads, head_dim, cos_sin + static_cast<int64_t>(r) * head_dim); });
 }
 
-void CpuBackend::write_kv(KvCache& cache, int layer, int tokens, int kv_heads, int head_dim, const float* k,
-                          const float* v, const int* positions, const std::vector<int>* const* pages) {
+void CpuBackend::write_kv(KvCache& cache, int layer, int kv_heads, int head_dim, const float* k, const float* v) {
   const int ps = cache.page_size();
   const size_t bytes = static_cast<size_t>(head_dim) * sizeof(float);
-  for (int t = 0; t < tokens; t++) {
-    const int pos = positions[t];
-    const int page = (*pages[t])[pos / ps];
+  for (int t = 0; t < batch_.tokens; t++) {
+    const int pos = batch_.positions[t];
+    const int page = (*batch_.pages[t])[pos / ps];
     const int64_t slot = static_cast<int64_t>(pos % ps) * head_dim;
     for (int h = 0; h < kv_heads; h++) {
       const int64_t src = (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
@@ -104,19 +120,20 @@ void CpuBackend::write_kv(KvCache& cache, int layer, int tokens, int kv_heads, i
   }
 }
 
-void CpuBackend::attention(const AttentionCall& a) {
+void CpuBackend::attention(KvCache& cache, const AttentionCall& a) {
   const int group = a.heads / a.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  const int* positions = batch_.positions;
   int longest = 0;
-  for (int t = 0; t < a.tokens; t++) longest = std::max(longest, a.positions[t] + 1);
+  for (int t = 0; t < batch_.tokens; t++) longest = std::max(longest, positions[t] + 1);
   for (auto& s : scratch_)
     if (static_cast<int>(s.size()) < longest) s.resize(longest);
   const int64_t row = static_cast<int64_t>(a.heads) * a.head_dim;
-  pool_.parallel_for(a.tokens * a.heads, [&](int task, int thread) {
+  pool_.parallel_for(batch_.tokens * a.heads, [&](int task, int thread) {
     const int t = task / a.heads, h = task % a.heads;
-    const int hi = a.positions[t] + 1;
+    const int hi = positions[t] + 1;
     const int lo = a.sliding_window > 0 ? std::max(0, hi - a.sliding_window) : 0;
-    attention_head(a.q + t * row + static_cast<int64_t>(h) * a.head_dim, a.head_dim, scale, *a.cache, *a.pages[t],
+    attention_head(a.q + t * row + static_cast<int64_t>(h) * a.head_dim, a.head_dim, scale, cache, *batch_.pages[t],
                    a.layer, h / group, lo, hi, scratch_[thread].data(), a.out + t * row + static_cast<int64_t>(h) * a.head_dim);
   });
 }
@@ -132,8 +149,12 @@ void CpuBackend::swiglu(float* gate, const float* up, int64_t n) {
 
 void CpuBackend::add(float* x, const float* y, int64_t n) { laminate::add(x, y, n); }
 
-void CpuBackend::embed(const DenseView& table, const int32_t* tokens, int m, float* x) {
-  for (int r = 0; r < m; r++) embed_row(table, tokens[r], x + static_cast<int64_t>(r) * table.cols);
+void CpuBackend::embed(const DenseView& table, float* x) {
+  for (int r = 0; r < batch_.tokens; r++) embed_row(table, batch_.ids[r], x + static_cast<int64_t>(r) * table.cols);
+}
+
+void CpuBackend::gather_rows(const float* x, int64_t n, float* out) {
+  for (int r = 0; r < batch_.logit_count; r++) std::memcpy(out + r * n, x + batch_.logit_rows[r] * n, n * sizeof(float));
 }
 
 }  // namespace laminate

@@ -20,15 +20,19 @@ class CpuBackend : public Backend {
   Isa isa() const { return isa_; }
   int threads() const { return pool_.size(); }
 
+  float* buffer(Buffer which, size_t floats) override;
+  bool begin_step(const StepBatch& batch) override;
+  bool end_step(const float* logits, int rows, int vocab, float* host) override;
+
   void linear(const LinearCall* calls, int count, int m) override;
   void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override;
-  void rope(float* x, int m, int heads, int head_dim, int64_t ld, const float* cos_sin) override;
-  void write_kv(KvCache& cache, int layer, int tokens, int kv_heads, int head_dim, const float* k, const float* v,
-                const int* positions, const std::vector<int>* const* pages) override;
-  void attention(const AttentionCall& call) override;
+  void rope(float* x, int m, int heads, int head_dim, int64_t ld) override;
+  void write_kv(KvCache& cache, int layer, int kv_heads, int head_dim, const float* k, const float* v) override;
+  void attention(KvCache& cache, const AttentionCall& call) override;
   void swiglu(float* gate, const float* up, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
-  void embed(const DenseView& table, const int32_t* tokens, int m, float* x) override;
+  void embed(const DenseView& table, float* x) override;
+  void gather_rows(const float* x, int64_t n, float* out) override;
 
  private:
   Isa isa_;
@@ -43,6 +47,8 @@ class CpuBackend : public Backend {
   std::vector<Exl2Scratch> exl2_acts_;  // per call: activations for the EXL2 kernels (Exl2Act)
   ThreadPool pool_;
   std::vector<std::vector<float>> scratch_;  // one per thread
+  std::vector<float> buffers_[static_cast<int>(Buffer::Count)];
+  StepBatch batch_;
 };
 
 }  // namespace laminate

@@ -1,8 +1,28 @@
 #include "device.h"
 
-#include <cuda_runtime.h>
+#include "compat.h"
+#include "runtime.h"
 
 namespace laminate {
+
+#if defined(LAMINATE_CUDA_SIM)
+
+CudaProbe cuda_probe() {
+  CudaProbe p;
+  p.simulated = true;
+  CudaDevice d;
+  d.name = gpu::device_name(0);
+  d.major = 8;
+  d.minor = 0;
+  size_t free_bytes = 0, total_bytes = 0;
+  gpu::memory_info(&free_bytes, &total_bytes);
+  d.total_bytes = total_bytes;
+  d.free_bytes = free_bytes;
+  p.devices.push_back(d);
+  return p;
+}
+
+#else
 
 static std::string describe(cudaError_t e) { return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")"; }
 
@@ -36,5 +56,7 @@ CudaProbe cuda_probe() {
   if (p.devices.empty() && p.error.empty()) p.error = "no CUDA device";
   return p;
 }
+
+#endif
 
 }  // namespace laminate

@@ -19,6 +19,7 @@ struct CudaProbe {
   int driver_version = 0;  // 0 when no driver is installed
   std::vector<CudaDevice> devices;
   std::string error;  // why no device answers, when none does
+  bool simulated = false;  // the simulator build: one simulated device
 };
 
 CudaProbe cuda_probe();

@@ -1,7 +1,10 @@
-// The operations a decoder step needs, implemented once per device (cpu/ now, cuda/
-// later). The step in engine.cc is written against this interface only.
+// The operations a decoder step needs, implemented once per device (cpu/, cuda/). The step
+// in engine.cc is written against this interface only: it asks the backend for the
+// buffers it works in (host memory on the CPU, device memory on a GPU), describes the batch
+// once per step, and then issues the operations.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "kv_cache.h"
@@ -18,37 +21,74 @@ struct LinearCall {
   int64_t ldy;
 };
 
-// Causal attention of a batch of query tokens over the KV cache of their sequences.
+// Causal attention of the step's query tokens over the KV cache of their sequences.
 struct AttentionCall {
-  int tokens = 0;
   int heads = 0, kv_heads = 0, head_dim = 0;
   int layer = 0;
-  int sliding_window = 0;              // 0: whole context
-  const float* q = nullptr;            // [tokens, heads * head_dim]
-  float* out = nullptr;                // [tokens, heads * head_dim]
-  const int* positions = nullptr;      // [tokens]: position of each query token
-  const std::vector<int>* const* pages = nullptr;  // [tokens]: page list of its sequence
-  KvCache* cache = nullptr;
+  int sliding_window = 0;  // 0: whole context
+  const float* q = nullptr;  // [tokens, heads * head_dim]
+  float* out = nullptr;      // [tokens, heads * head_dim]
 };
+
+// One step's batch, as host arrays valid until end_step.
+struct StepBatch {
+  int tokens = 0;
+  const int32_t* ids = nullptr;                     // [tokens]
+  const int* positions = nullptr;                   // [tokens]
+  const std::vector<int>* const* pages = nullptr;   // [tokens]: page list of its sequence
+  const int* entry_tokens = nullptr;                // [entries]: tokens of each entry, in order
+  int entries = 0;
+  const float* cos_sin = nullptr;                   // [tokens, head_dim]: RoPE cosines, then sines
+  const int* logit_rows = nullptr;                  // token rows whose logits are wanted
+  int logit_count = 0;
+};
+
+// The weights the engine holds, for a backend that keeps its own copies.
+struct WeightSet {
+  std::vector<const LinearWeight*> linears;
+  std::vector<std::pair<const float*, int64_t>> vectors;  // norms and biases
+  DenseView embedding;
+};
+
+enum class Buffer : int { X, H, Q, K, V, Attention, Gate, Up, Rows, Logits, Count };
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+
+  // Takes what the weights hold (after EXL2 codes are repacked); progress in bytes.
+  virtual void upload(const WeightSet& weights, const std::function<void(uint64_t)>& progress) {}
+  // Whether upload() keeps its own copy (then the host copies may be dropped).
+  virtual bool owns_weights() const { return false; }
+
+  // A buffer of at least `floats` floats, kept between steps. Ask for every buffer of a
+  // step before begin_step.
+  virtual float* buffer(Buffer which, size_t floats) = 0;
+  // Starts a step. False: the backend replays a step of this shape it recorded before, and
+  // the caller goes straight to end_step.
+  virtual bool begin_step(const StepBatch& batch) = 0;
+  // Ends the step and copies rows x vocab logits from `logits` (a buffer) to `host`. False:
+  // the work was not done after all (a recording that failed); the caller issues it again.
+  virtual bool end_step(const float* logits, int rows, int vocab, float* host) = 0;
+  // Ends a step that failed or was aborted part way.
+  virtual void cancel_step() {}
+
   // Runs several independent linears over the same number of rows as one parallel job.
   virtual void linear(const LinearCall* calls, int count, int m) = 0;
   virtual void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) = 0;
-  // Rotate-half RoPE in place on [m, heads * head_dim] rows with stride ld; cos_sin holds
-  // per row head_dim/2 cosines followed by head_dim/2 sines.
-  virtual void rope(float* x, int m, int heads, int head_dim, int64_t ld, const float* cos_sin) = 0;
-  // Stores k and v rows ([tokens, kv_heads * head_dim]) at their positions.
-  virtual void write_kv(KvCache& cache, int layer, int tokens, int kv_heads, int head_dim, const float* k,
-                        const float* v, const int* positions, const std::vector<int>* const* pages) = 0;
-  virtual void attention(const AttentionCall& call) = 0;
+  // Rotate-half RoPE in place on [m, heads * head_dim] rows with stride ld, at the step's positions.
+  virtual void rope(float* x, int m, int heads, int head_dim, int64_t ld) = 0;
+  // Stores k and v rows ([tokens, kv_heads * head_dim]) at the step's positions.
+  virtual void write_kv(KvCache& cache, int layer, int kv_heads, int head_dim, const float* k, const float* v) = 0;
+  virtual void attention(KvCache& cache, const AttentionCall& call) = 0;
   // gate = silu(gate) * up
   virtual void swiglu(float* gate, const float* up, int64_t n) = 0;
   virtual void add(float* x, const float* y, int64_t n) = 0;
-  virtual void embed(const DenseView& table, const int32_t* tokens, int m, float* x) = 0;
+  // x = the embedding rows of the step's tokens.
+  virtual void embed(const DenseView& table, float* x) = 0;
+  // out = the rows of x (n floats each) whose logits the step wants.
+  virtual void gather_rows(const float* x, int64_t n, float* out) = 0;
 };
 
 }  // namespace laminate

@@ -12,6 +12,9 @@
 #include "../core/cpu_features.h"
 #include "../core/thread_pool.h"
 #include "exl2_loader.h"
+#if defined(LAMINATE_WITH_CUDA)
+#include "../cuda/cuda_backend.h"
+#endif
 
 namespace laminate {
 
@@ -186,14 +189,59 @@ Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   lm_head_ = b.linear(spec.lm_head, s.vocab, s.hidden, "lm_head");
   for (const auto& p : b.packed_) repack_.push_back({p.view, p.file, p.offset, p.bytes});
 
+  const int pages = (spec.kv_max_tokens + spec.kv_page_size - 1) / spec.kv_page_size;
+  if (spec.device == "cuda") {
+#if defined(LAMINATE_WITH_CUDA)
+    CudaBackendOptions o;
+    o.device = spec.device_index;
+    o.shape = shape_;
+    o.layers = layers();
+    o.page_size = spec.kv_page_size;
+    o.max_pages = pages;
+    o.weight_bytes = weight_bytes();
+    auto cuda = make_cuda_backend(o);
+    device_name_ = cuda.device_name;
+    kv_device_bytes_ = cuda.kv_bytes;
+    backend_ = std::move(cuda.backend);
+    device_ = "cuda";
+    cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages, false);
+    return;
+#else
+    throw Error("device 'cuda': this build of the addon has no CUDA backend (npm run build:cuda)");
+#endif
+  }
+  if (spec.device != "cpu") throw Error("device must be 'cpu' or 'cuda' (got '" + spec.device + "')");
   Isa isa = resolve_isa(spec.isa);
   int threads = spec.threads > 0 ? spec.threads : default_thread_count();
   if (threads > 256) throw Error("threads must be at most 256");
   backend_ = std::make_unique<CpuBackend>(isa, threads);
   isa_ = isa_name(isa);
   threads_ = threads;
-  const int pages = (spec.kv_max_tokens + spec.kv_page_size - 1) / spec.kv_page_size;
-  cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages);
+  cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages, true);
+}
+
+uint64_t Engine::weight_bytes() const {
+  uint64_t total = 0;
+  for (const auto& w : linear_storage_) {
+    if (w->format == WeightFormat::Exl2) {
+      const Exl2View& e = w->exl2;
+      const uint64_t groups = e.scale_table.size() / 16;
+      total += static_cast<uint64_t>(e.qrows) * e.np * 4 + groups * (e.np / 8) * 4 + e.scale_table.size() * 4 +
+               e.groups.size() * sizeof(Exl2Group) + e.perm.size() * 4;
+    } else {
+      total += static_cast<uint64_t>(w->rows) * w->cols * dtype_size(w->dense.dtype);
+    }
+  }
+  for (const auto& v : vector_storage_) total += v.size() * 4;
+  return total + static_cast<uint64_t>(embedding_.rows) * embedding_.cols * dtype_size(embedding_.dtype);
+}
+
+WeightSet Engine::weight_set() const {
+  WeightSet set;
+  for (const auto& w : linear_storage_) set.linears.push_back(w.get());
+  for (const auto& v : vector_storage_) set.vectors.push_back({v.data(), static_cast<int64_t>(v.size())});
+  set.embedding = embedding_;
+  return set;
 }
 
 Engine::~Engine() = default;
@@ -221,6 +269,21 @@ void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<voi
     skip[r.file].push_back({r.offset, r.offset + r.bytes});
     done += r.bytes;
     progress(done, total);
+  }
+  if (backend_->owns_weights()) {
+    // The device takes its copy; then the host's copies of the EXL2 codes are dropped.
+    const uint64_t base = done;
+    backend_->upload(weight_set(), [&](uint64_t bytes) {
+      check();
+      progress(std::min(total, base + bytes), total);
+    });
+    device_bytes_ = weight_bytes() + kv_device_bytes_;
+    for (const Repack& r : repack_) {
+      r.view->repacked.reset();
+      r.view->q_weight = nullptr;
+    }
+    progress(total, total);
+    return;
   }
   // Everything else: touch every page now rather than during the first forward pass.
   for (size_t f = 0; f < files_.size(); f++) {
@@ -267,7 +330,8 @@ void Engine::truncate_sequence(int id, int length) {
 
 Engine::CacheStats Engine::cache_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {cache_->page_size(), cache_->pages_in_use(), cache_->max_pages(), cache_->bytes_allocated()};
+  return {cache_->page_size(), cache_->pages_in_use(), cache_->max_pages(),
+          device_ == "cuda" ? static_cast<int64_t>(kv_device_bytes_) : cache_->bytes_allocated()};
 }
 
 void Engine::step(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort) {
@@ -316,27 +380,25 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   const int64_t H = s.hidden, Q = static_cast<int64_t>(s.heads) * s.head_dim,
                 KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
 
-  // The batch as flat token rows: id, position and page list of each.
+  // The batch as flat token rows: id, position and page list of each; the rows whose
+  // logits are wanted.
   std::vector<int32_t> tokens;
-  std::vector<int> positions;
+  std::vector<int> positions, entry_tokens, wanted;
   std::vector<const std::vector<int>*> pages;
+  result.rows.clear();
   for (const StepEntry& e : entries) {
-    const int start = cache_->length(e.sequence);
-    for (size_t j = 0; j < e.tokens.size(); j++) {
+    const int start = cache_->length(e.sequence), n = static_cast<int>(e.tokens.size());
+    const int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
+    for (int j = n - count; j < n; j++) wanted.push_back(static_cast<int>(tokens.size()) + j);
+    result.rows.push_back(count);
+    entry_tokens.push_back(n);
+    for (int j = 0; j < n; j++) {
       tokens.push_back(e.tokens[j]);
-      positions.push_back(start + static_cast<int>(j));
+      positions.push_back(start + j);
       pages.push_back(&cache_->pages(e.sequence));
     }
   }
-  const int T = static_cast<int>(tokens.size());
-  x_.resize(T * H);
-  h_.resize(T * H);
-  q_.resize(T * Q);
-  k_.resize(T * KV);
-  v_.resize(T * KV);
-  att_.resize(T * Q);
-  gate_.resize(T * I);
-  up_.resize(T * I);
+  const int T = static_cast<int>(tokens.size()), R = static_cast<int>(wanted.size());
 
   // Rotary angles of each position, computed in double precision once for all layers.
   const int half = s.head_dim / 2;
@@ -349,69 +411,82 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
     }
   }
 
-  // Token embeddings.
-  be.embed(embedding_, tokens.data(), T, x_.data());
+  float* x = be.buffer(Buffer::X, T * H);
+  float* h = be.buffer(Buffer::H, T * H);
+  float* q = be.buffer(Buffer::Q, T * Q);
+  float* k = be.buffer(Buffer::K, T * KV);
+  float* v = be.buffer(Buffer::V, T * KV);
+  float* att = be.buffer(Buffer::Attention, T * Q);
+  float* gate = be.buffer(Buffer::Gate, T * I);
+  float* up = be.buffer(Buffer::Up, T * I);
+  float* rows = be.buffer(Buffer::Rows, std::max(R, 1) * H);
+  float* logits = be.buffer(Buffer::Logits, static_cast<size_t>(std::max(R, 1)) * s.vocab);
 
-  for (int l = 0; l < layers(); l++) {
-    if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-    const DecoderLayerWeights& w = layers_[l];
-    // Attention: rmsnorm, q/k/v projections, RoPE, cache the keys and values.
-    be.rmsnorm(x_.data(), w.input_norm, s.rms_norm_eps, T, s.hidden, h_.data());
-    const LinearCall qkv[3] = {{w.q, h_.data(), H, q_.data(), Q},
-                               {w.k, h_.data(), H, k_.data(), KV},
-                               {w.v, h_.data(), H, v_.data(), KV}};
-    be.linear(qkv, 3, T);
-    be.rope(q_.data(), T, s.heads, s.head_dim, Q, cos_sin_.data());
-    be.rope(k_.data(), T, s.kv_heads, s.head_dim, KV, cos_sin_.data());
-    be.write_kv(*cache_, l, T, s.kv_heads, s.head_dim, k_.data(), v_.data(), positions.data(), pages.data());
-    // Each query head over its sequence's cached positions (causal, grouped KV heads).
-    AttentionCall a;
-    a.tokens = T;
-    a.heads = s.heads;
-    a.kv_heads = s.kv_heads;
-    a.head_dim = s.head_dim;
-    a.layer = l;
-    a.sliding_window = s.sliding_window;
-    a.q = q_.data();
-    a.out = att_.data();
-    a.positions = positions.data();
-    a.pages = pages.data();
-    a.cache = cache_.get();
-    be.attention(a);
-    // Output projection and residual.
-    const LinearCall o = {w.o, att_.data(), Q, h_.data(), H};
-    be.linear(&o, 1, T);
-    be.add(x_.data(), h_.data(), T * H);
-    // MLP: rmsnorm, SwiGLU, down projection and residual.
-    be.rmsnorm(x_.data(), w.post_attention_norm, s.rms_norm_eps, T, s.hidden, h_.data());
-    const LinearCall gate_up[2] = {{w.gate, h_.data(), H, gate_.data(), I}, {w.up, h_.data(), H, up_.data(), I}};
-    be.linear(gate_up, 2, T);
-    be.swiglu(gate_.data(), up_.data(), T * I);
-    const LinearCall down = {w.down, gate_.data(), I, h_.data(), H};
-    be.linear(&down, 1, T);
-    be.add(x_.data(), h_.data(), T * H);
-  }
-
-  // Final norm and output head, for the rows whose logits were asked for.
-  result.rows.clear();
-  std::vector<int> wanted;
-  int base = 0;
-  for (const StepEntry& e : entries) {
-    const int n = static_cast<int>(e.tokens.size());
-    int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
-    for (int j = n - count; j < n; j++) wanted.push_back(base + j);
-    result.rows.push_back(count);
-    base += n;
-  }
-  const int R = static_cast<int>(wanted.size());
+  StepBatch batch;
+  batch.tokens = T;
+  batch.ids = tokens.data();
+  batch.positions = positions.data();
+  batch.pages = pages.data();
+  batch.entry_tokens = entry_tokens.data();
+  batch.entries = static_cast<int>(entries.size());
+  batch.cos_sin = cos_sin_.data();
+  batch.logit_rows = wanted.data();
+  batch.logit_count = R;
   result.logits.assign(static_cast<size_t>(R) * s.vocab, 0.0f);
-  if (R == 0) return;
-  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-  rows_.resize(R * H);
-  for (int r = 0; r < R; r++) std::copy_n(x_.data() + wanted[r] * H, H, rows_.data() + r * H);
-  be.rmsnorm(rows_.data(), final_norm_, s.rms_norm_eps, R, s.hidden, h_.data());
-  const LinearCall head = {lm_head_, h_.data(), H, result.logits.data(), s.vocab};
-  be.linear(&head, 1, R);
+  // The step's operations (recorded rather than run when the backend records a decode step).
+  auto issue = [&] {
+    // Token embeddings.
+    be.embed(embedding_, x);
+    for (int l = 0; l < layers(); l++) {
+      if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+      const DecoderLayerWeights& w = layers_[l];
+      // Attention: rmsnorm, q/k/v projections, RoPE, cache the keys and values.
+      be.rmsnorm(x, w.input_norm, s.rms_norm_eps, T, s.hidden, h);
+      const LinearCall qkv[3] = {{w.q, h, H, q, Q}, {w.k, h, H, k, KV}, {w.v, h, H, v, KV}};
+      be.linear(qkv, 3, T);
+      be.rope(q, T, s.heads, s.head_dim, Q);
+      be.rope(k, T, s.kv_heads, s.head_dim, KV);
+      be.write_kv(*cache_, l, s.kv_heads, s.head_dim, k, v);
+      // Each query head over its sequence's cached positions (causal, grouped KV heads).
+      AttentionCall a;
+      a.heads = s.heads;
+      a.kv_heads = s.kv_heads;
+      a.head_dim = s.head_dim;
+      a.layer = l;
+      a.sliding_window = s.sliding_window;
+      a.q = q;
+      a.out = att;
+      be.attention(*cache_, a);
+      // Output projection and residual.
+      const LinearCall o = {w.o, att, Q, h, H};
+      be.linear(&o, 1, T);
+      be.add(x, h, T * H);
+      // MLP: rmsnorm, SwiGLU, down projection and residual.
+      be.rmsnorm(x, w.post_attention_norm, s.rms_norm_eps, T, s.hidden, h);
+      const LinearCall gate_up[2] = {{w.gate, h, H, gate, I}, {w.up, h, H, up, I}};
+      be.linear(gate_up, 2, T);
+      be.swiglu(gate, up, T * I);
+      const LinearCall down = {w.down, gate, I, h, H};
+      be.linear(&down, 1, T);
+      be.add(x, h, T * H);
+    }
+    // Final norm and output head, for the rows whose logits were asked for.
+    if (R > 0) {
+      be.gather_rows(x, H, rows);
+      be.rmsnorm(rows, final_norm_, s.rms_norm_eps, R, s.hidden, h);
+      const LinearCall head = {lm_head_, h, H, logits, s.vocab};
+      be.linear(&head, 1, R);
+    }
+  };
+  try {
+    do {
+      if (be.begin_step(batch)) issue();
+      if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+    } while (!be.end_step(logits, R, s.vocab, result.logits.data()));
+  } catch (...) {
+    be.cancel_step();
+    throw;
+  }
 }
 
 }  // namespace laminate

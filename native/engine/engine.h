@@ -39,6 +39,9 @@ class Engine {
 
   const ModelShape& shape() const { return shape_; }
   const std::string& isa() const { return isa_; }
+  const std::string& device() const { return device_; }            // "cpu" or "cuda"
+  const std::string& device_name() const { return device_name_; }  // the GPU's name
+  uint64_t device_bytes() const { return device_bytes_; }          // device memory held
   int threads() const { return threads_; }
   int layers() const { return static_cast<int>(layers_.size()); }
   uint64_t mapped_bytes() const;
@@ -61,6 +64,8 @@ class Engine {
   void step(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort);
 
  private:
+  uint64_t weight_bytes() const;  // what the weights take on a device
+  WeightSet weight_set() const;
   void forward(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort);
 
   ModelShape shape_;
@@ -79,13 +84,13 @@ class Engine {
   std::vector<Repack> repack_;  // EXL2 layers to repack in prefault
   std::unique_ptr<Backend> backend_;
   std::string isa_;
+  std::string device_ = "cpu", device_name_;
+  uint64_t device_bytes_ = 0, kv_device_bytes_ = 0;
   int threads_ = 1;
   std::unique_ptr<KvCache> cache_;
   std::mutex mutex_;  // one step (or cache change) at a time
 
-  // scratch, reused between steps
-  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, rows_;
-  std::vector<float> cos_sin_;
+  std::vector<float> cos_sin_;  // reused between steps
 };
 
 }  // namespace laminate

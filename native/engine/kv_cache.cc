@@ -6,8 +6,9 @@
 
 namespace laminate {
 
-KvCache::KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages)
-    : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), page_size_(page_size), max_pages_(max_pages) {
+KvCache::KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage)
+    : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), page_size_(page_size), max_pages_(max_pages),
+      host_storage_(host_storage) {
   page_floats_ = static_cast<int64_t>(layers) * 2 * kv_heads * page_size * head_dim;
 }
 
@@ -51,8 +52,8 @@ int KvCache::take_page() {
     free_.pop_back();
     return p;
   }
-  storage_.emplace_back(new float[page_floats_]);
-  return static_cast<int>(storage_.size()) - 1;
+  if (host_storage_) storage_.emplace_back(new float[page_floats_]);
+  return created_++;
 }
 
 void KvCache::reserve(int id, int extra) {

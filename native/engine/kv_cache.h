@@ -11,11 +11,14 @@ namespace laminate {
 
 class KvCache {
  public:
-  KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages);
+  // host_storage: whether pages hold their floats here (the CPU backend), or only ids of
+  // pages a device keeps (the CUDA backend).
+  KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage);
 
   int page_size() const { return page_size_; }
   int max_pages() const { return max_pages_; }
   int pages_in_use() const { return in_use_; }
+  // Host bytes the pages take (0 when a device keeps them).
   int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_floats_ * 4; }
 
   // Page layout: [layer][k, v][kv_head][slot][head_dim].
@@ -30,7 +33,7 @@ class KvCache {
   // Makes room for `extra` more positions; throws Error (changing nothing) when the pool
   // is exhausted.
   void reserve(int id, int extra);
-  int free_pages_available() const { return static_cast<int>(free_.size()) + (max_pages_ - static_cast<int>(storage_.size())); }
+  int free_pages_available() const { return static_cast<int>(free_.size()) + (max_pages_ - created_); }
   int pages_needed(int id, int extra) const;
   void set_length(int id, int length);  // also releases pages past the new length
 
@@ -47,6 +50,8 @@ class KvCache {
   const Sequence& get(int id) const;
 
   int layers_, kv_heads_, head_dim_, page_size_, max_pages_;
+  bool host_storage_;
+  int created_ = 0;  // pages handed out so far (ids 0 .. created_ - 1)
   int64_t page_floats_;
   std::vector<std::unique_ptr<float[]>> storage_;
   std::vector<int> free_;

@@ -41,6 +41,8 @@ struct ModelSpec {
   int embedding = -1, final_norm = -1;
   LinearSpec lm_head;
   std::vector<LayerSpec> layers;
+  std::string device = "cpu";  // "cpu" or "cuda" (the CUDA build only)
+  int device_index = 0;        // which GPU
   std::string isa = "auto";
   int threads = 0;        // 0: physical cores
   int kv_page_size = 16;

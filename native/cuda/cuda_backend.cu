@@ -1,0 +1,373 @@
+#include "cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/error.h"
+#include "kernels.h"
+#include "runtime.h"
+
+namespace laminate {
+
+namespace {
+
+std::string mib(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
+
+// A device allocation that grows on demand and remembers whether it moved.
+struct DeviceBuffer {
+  void* data = nullptr;
+  size_t bytes = 0;
+  // True when the buffer had to move (what was recorded with the old address is stale).
+  bool reserve(size_t want, const char* what) {
+    if (want <= bytes) return false;
+    gpu::device_free(data);
+    data = nullptr;
+    bytes = 0;
+    const size_t grown = std::max(want, bytes * 3 / 2);
+    data = gpu::device_alloc(grown, what);
+    bytes = grown;
+    return true;
+  }
+  ~DeviceBuffer() { gpu::device_free(data); }
+};
+
+struct DeviceLinear {
+  bool exl2 = false;
+  gpu::Exl2Weight e;
+  gpu::DenseWeight d;
+  const float* bias = nullptr;
+};
+
+// The arrays a step describes itself with, laid out one after another in one device
+// buffer (and a pinned host twin), so one copy moves them all.
+struct StepLayout {
+  size_t ids, positions, sequence, page_table, cos_sin, logit_rows, tiles, end;
+};
+
+class CudaBackend : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& o) : o_(o) {
+    gpu::set_device(o.device);
+    stream_ = gpu::stream_create();
+    kv_.layers = o.layers;
+    kv_.kv_heads = o.shape.kv_heads;
+    kv_.head_dim = o.shape.head_dim;
+    kv_.page_size = o.page_size;
+    kv_.base = static_cast<uint16_t*>(gpu::device_alloc(kv_bytes(), "the KV cache"));
+    table_stride_ = (o.shape.context + o.page_size - 1) / o.page_size;
+    context_splits_ = (o.shape.context + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
+  }
+  ~CudaBackend() override {
+    for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
+    for (void* p : owned_) gpu::device_free(p);
+    gpu::device_free(kv_.base);
+    gpu::host_free(staging_);
+    gpu::stream_destroy(stream_);
+  }
+
+  uint64_t kv_bytes() const { return static_cast<uint64_t>(o_.max_pages) * kv_.page_elems() * 2; }
+  const char* name() const override { return "cuda"; }
+  bool owns_weights() const override { return true; }
+
+  void upload(const WeightSet& w, const std::function<void(uint64_t)>& progress) override {
+    gpu::set_device(o_.device);
+    uint64_t done = 0;
+    auto copy = [&](const void* src, size_t bytes, const char* what) {
+      void* p = gpu::device_alloc(bytes, what);
+      owned_.push_back(p);
+      gpu::copy_to_device(p, src, bytes, stream_);
+      gpu::stream_sync(stream_);
+      done += bytes;
+      progress(done);
+      return p;
+    };
+    for (const auto& [data, n] : w.vectors) vectors_[data] = static_cast<const float*>(copy(data, n * 4, "a norm or bias vector"));
+    embedding_ = {copy(w.embedding.data, w.embedding.rows * w.embedding.cols * dtype_size(w.embedding.dtype), "the embedding"),
+                  w.embedding.dtype, w.embedding.rows, w.embedding.cols};
+    for (const LinearWeight* lw : w.linears) {
+      DeviceLinear d;
+      if (lw->bias) d.bias = vectors_.at(lw->bias);
+      if (lw->format == WeightFormat::Exl2) {
+        const Exl2View& v = lw->exl2;
+        if (!v.repacked) throw Error("CUDA: an EXL2 layer was not repacked before upload");
+        const size_t groups = v.scale_table.size() / 16;
+        d.exl2 = true;
+        d.e.q_weight = static_cast<const uint32_t*>(copy(v.q_weight, v.qrows * v.np * 4, "EXL2 codes"));
+        d.e.qrows = v.qrows;
+        d.e.q_scale = static_cast<const uint32_t*>(copy(v.q_scale, groups * (v.np / 8) * 4, "EXL2 scales"));
+        d.e.np = v.np;
+        d.e.scale_table = static_cast<const float*>(copy(v.scale_table.data(), v.scale_table.size() * 4, "EXL2 scales"));
+        d.e.segments = static_cast<const Exl2Group*>(copy(v.groups.data(), v.groups.size() * sizeof(Exl2Group), "EXL2 groups"));
+        d.e.segment_count = static_cast<int>(v.groups.size());
+        d.e.perm = static_cast<const int32_t*>(copy(v.perm.data(), v.perm.size() * 4, "EXL2 permutation"));
+        d.e.n = lw->rows;
+        d.e.k = lw->cols;
+        max_k_ = std::max<int64_t>(max_k_, lw->cols);
+        max_segments_ = std::max(max_segments_, d.e.segment_count);
+      } else {
+        d.d = {copy(lw->dense.data, lw->rows * lw->cols * dtype_size(lw->dense.dtype), "a weight"), lw->dense.dtype, lw->rows, lw->cols};
+      }
+      linears_[lw] = d;
+    }
+  }
+
+  float* buffer(Buffer which, size_t floats) override {
+    if (buffers_[static_cast<int>(which)].reserve(floats * 4, "activations")) drop_graphs();
+    return static_cast<float*>(buffers_[static_cast<int>(which)].data);
+  }
+
+  bool begin_step(const StepBatch& b) override {
+    gpu::set_device(o_.device);
+    batch_ = b;
+    const int T = b.tokens, D = o_.shape.head_dim;
+    decode_ = true;
+    for (int e = 0; e < b.entries; e++) decode_ = decode_ && b.entry_tokens[e] == 1;
+    flash_ = !decode_ && D <= 128;
+
+    // The step's arrays, staged on the host and copied at once.
+    std::vector<gpu::QueryTile> tiles;
+    int longest = 0;
+    for (int t = 0; t < T; t++) longest = std::max(longest, b.positions[t] + 1);
+    if (flash_) {
+      int first = 0;
+      for (int e = 0; e < b.entries; e++) {
+        for (int j = 0; j < b.entry_tokens[e]; j += gpu::kFlashQueries)
+          tiles.push_back({first + j, std::min(gpu::kFlashQueries, b.entry_tokens[e] - j)});
+        first += b.entry_tokens[e];
+      }
+    }
+    tile_count_ = static_cast<int>(tiles.size());
+    StepLayout& L = layout_;
+    auto align = [](size_t at) { return (at + 255) / 256 * 256; };
+    L.ids = 0;
+    L.positions = align(L.ids + T * 4);
+    L.sequence = align(L.positions + T * 4);
+    L.page_table = align(L.sequence + T * 4);
+    L.cos_sin = align(L.page_table + static_cast<size_t>(b.entries) * table_stride_ * 4);
+    L.logit_rows = align(L.cos_sin + static_cast<size_t>(T) * D * 4);
+    L.tiles = align(L.logit_rows + std::max(b.logit_count, 1) * 4);
+    L.end = align(L.tiles + std::max(tile_count_, 1) * sizeof(gpu::QueryTile));
+    if (step_.reserve(L.end, "the step's arrays")) drop_graphs();
+    if (L.end > staging_bytes_) {
+      gpu::host_free(staging_);
+      staging_ = nullptr;
+      staging_bytes_ = 0;
+      staging_ = static_cast<char*>(gpu::host_alloc(L.end * 2));
+      staging_bytes_ = L.end * 2;
+    }
+    char* h = staging_;
+    std::memcpy(h + L.ids, b.ids, T * 4);
+    std::memcpy(h + L.positions, b.positions, T * 4);
+    int* sequence = reinterpret_cast<int*>(h + L.sequence);
+    int* table = reinterpret_cast<int*>(h + L.page_table);
+    for (int e = 0, t = 0; e < b.entries; t += b.entry_tokens[e], e++) {
+      const std::vector<int>& pages = *b.pages[t];
+      if (static_cast<int>(pages.size()) > table_stride_) throw Error("CUDA: a sequence has more KV pages than its context allows");
+      for (int i = 0; i < table_stride_; i++) table[e * table_stride_ + i] = i < static_cast<int>(pages.size()) ? pages[i] : 0;
+      for (int j = 0; j < b.entry_tokens[e]; j++) sequence[t + j] = e;
+    }
+    std::memcpy(h + L.cos_sin, b.cos_sin, static_cast<size_t>(T) * D * 4);
+    if (b.logit_count > 0) std::memcpy(h + L.logit_rows, b.logit_rows, b.logit_count * 4);
+    if (tile_count_ > 0) std::memcpy(h + L.tiles, tiles.data(), tile_count_ * sizeof(gpu::QueryTile));
+    gpu::copy_to_device(step_.data, staging_, L.end, stream_);
+
+    // Scratch of the kernels: int8 activations of up to three EXL2 linears at once, and the
+    // partial results of split-KV attention.
+    bool moved = false;
+    const size_t ldq = (max_k_ + 15) / 16 * 16;
+    for (int c = 0; c < 3; c++) {
+      moved |= act_q_[c].reserve(std::max<size_t>(1, T * ldq), "EXL2 activations");
+      moved |= act_scale_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
+      moved |= act_sum_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
+    }
+    splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
+    if (!flash_)
+      moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
+    if (moved) drop_graphs();
+
+    // Decode steps are recorded once per shape (sequences, logit rows) and replayed.
+    replay_ = nullptr;
+    capturing_ = false;
+    if (!decode_ || !graphs_enabled_) return true;
+    key_.assign(b.logit_rows, b.logit_rows + b.logit_count);
+    key_.push_back(-b.entries);
+    auto it = graphs_.find(key_);
+    if (it != graphs_.end()) {
+      replay_ = it->second;
+      return false;
+    }
+    gpu::capture_begin(stream_);
+    capturing_ = true;
+    return true;
+  }
+
+  bool end_step(const float* logits, int rows, int vocab, float* host) override {
+    if (capturing_) {
+      capturing_ = false;
+      gpu::Graph* g = gpu::capture_end(stream_);
+      if (!g) {
+        // Recording is not possible here: the caller runs the step again, eagerly, as every
+        // later step.
+        graphs_enabled_ = false;
+        return false;
+      }
+      graphs_[key_] = g;
+      replay_ = g;
+    }
+    if (replay_) gpu::graph_launch(replay_, stream_);
+    const size_t bytes = static_cast<size_t>(rows) * vocab * 4;
+    if (bytes > 0) {
+      if (bytes > staging_bytes_) {
+        gpu::host_free(staging_);
+        staging_ = nullptr;
+        staging_bytes_ = 0;
+        staging_ = static_cast<char*>(gpu::host_alloc(bytes));
+        staging_bytes_ = bytes;
+      }
+      gpu::copy_to_host(staging_, logits, bytes, stream_);
+    }
+    gpu::stream_sync(stream_);
+    if (bytes > 0) std::memcpy(host, staging_, bytes);
+    return true;
+  }
+
+  void cancel_step() override {
+    if (capturing_) gpu::capture_abort(stream_);
+    capturing_ = false;
+    try {
+      gpu::stream_sync(stream_);
+    } catch (const Error&) {
+    }
+  }
+
+  void linear(const LinearCall* calls, int count, int m) override {
+    for (int c = 0; c < count; c++) {
+      const LinearCall& call = calls[c];
+      const DeviceLinear& d = device_linear(call.weight);
+      if (d.exl2) {
+        gpu::Exl2Activations a;
+        a.q = static_cast<int8_t*>(act_q_[c % 3].data);
+        a.ldq = (max_k_ + 15) / 16 * 16;
+        a.scale = static_cast<float*>(act_scale_[c % 3].data);
+        a.sum = static_cast<int32_t*>(act_sum_[c % 3].data);
+        gpu::exl2_quantize(d.e, call.x, m, call.ldx, a, stream_);
+        gpu::exl2_matmul(d.e, a, m, call.y, call.ldy, d.bias, stream_);
+      } else {
+        gpu::dense_matmul(d.d, call.x, m, call.ldx, call.y, call.ldy, d.bias, stream_);
+      }
+    }
+  }
+
+  void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override {
+    gpu::rmsnorm(x, device_vector(weight), eps, m, n, y, stream_);
+  }
+  void rope(float* x, int m, int heads, int head_dim, int64_t ld) override {
+    gpu::rope(x, m, heads, head_dim, ld, step_at<float>(layout_.cos_sin), stream_);
+  }
+  void write_kv(KvCache&, int layer, int, int, const float* k, const float* v) override {
+    gpu::write_kv(kv_, layer, tokens(), k, v, stream_);
+  }
+  void attention(KvCache&, const AttentionCall& c) override {
+    gpu::AttentionArgs a;
+    a.kv = kv_;
+    a.heads = c.heads;
+    a.kv_heads = c.kv_heads;
+    a.head_dim = c.head_dim;
+    a.layer = c.layer;
+    a.sliding_window = c.sliding_window;
+    a.q = c.q;
+    a.out = c.out;
+    a.t = tokens();
+    if (flash_) gpu::attention_prefill(a, step_at<gpu::QueryTile>(layout_.tiles), tile_count_, stream_);
+    else gpu::attention_decode(a, splits_, static_cast<float*>(partial_.data), stream_);
+  }
+  void swiglu(float* gate, const float* up, int64_t n) override { gpu::swiglu(gate, up, n, stream_); }
+  void add(float* x, const float* y, int64_t n) override { gpu::add(x, y, n, stream_); }
+  void embed(const DenseView&, float* x) override {
+    gpu::embed(embedding_, step_at<int32_t>(layout_.ids), batch_.tokens, x, stream_);
+  }
+  void gather_rows(const float* x, int64_t n, float* out) override {
+    gpu::gather_rows(x, n, step_at<int>(layout_.logit_rows), batch_.logit_count, out, stream_);
+  }
+
+ private:
+  template <class T>
+  T* step_at(size_t offset) const { return reinterpret_cast<T*>(static_cast<char*>(step_.data) + offset); }
+  gpu::StepTokens tokens() const {
+    gpu::StepTokens t;
+    t.tokens = batch_.tokens;
+    t.positions = step_at<int>(layout_.positions);
+    t.sequence = step_at<int>(layout_.sequence);
+    t.page_table = step_at<int>(layout_.page_table);
+    t.table_stride = table_stride_;
+    return t;
+  }
+  const DeviceLinear& device_linear(const LinearWeight* w) const {
+    auto it = linears_.find(w);
+    if (it == linears_.end()) throw Error("CUDA: a weight was used before it was uploaded");
+    return it->second;
+  }
+  const float* device_vector(const float* host) const {
+    auto it = vectors_.find(host);
+    if (it == vectors_.end()) throw Error("CUDA: a vector was used before it was uploaded");
+    return it->second;
+  }
+  void drop_graphs() {
+    for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
+    graphs_.clear();
+  }
+
+  CudaBackendOptions o_;
+  cudaStream_t stream_ = nullptr;
+  gpu::KvPages kv_;
+  int table_stride_ = 0, context_splits_ = 0;
+  std::vector<void*> owned_;
+  std::unordered_map<const LinearWeight*, DeviceLinear> linears_;
+  std::unordered_map<const float*, const float*> vectors_;
+  gpu::DenseWeight embedding_;
+  int64_t max_k_ = 0;
+  int max_segments_ = 0;
+
+  DeviceBuffer buffers_[static_cast<int>(Buffer::Count)];
+  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3];
+  char* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
+  StepBatch batch_;
+  StepLayout layout_{};
+  bool decode_ = false, flash_ = false;
+  int tile_count_ = 0, splits_ = 1;
+
+  bool graphs_enabled_ = true, capturing_ = false;
+  gpu::Graph* replay_ = nullptr;
+  std::vector<int> key_;
+  std::map<std::vector<int>, gpu::Graph*> graphs_;
+};
+
+}  // namespace
+
+CudaBackendMade make_cuda_backend(const CudaBackendOptions& o) {
+  const ModelShape& s = o.shape;
+  if (s.head_dim != 32 && s.head_dim != 64 && s.head_dim != 128 && s.head_dim != 256)
+    throw Error("device 'cuda': head_dim " + std::to_string(s.head_dim) + " is not supported (32, 64, 128 or 256)");
+  gpu::set_device(o.device);
+  const std::string name = gpu::device_name(o.device);
+  size_t free_bytes = 0, total_bytes = 0;
+  gpu::memory_info(&free_bytes, &total_bytes);
+  const uint64_t kv = static_cast<uint64_t>(o.max_pages) * o.layers * 2 * s.kv_heads * o.page_size * s.head_dim * 2;
+  const uint64_t margin = uint64_t(256) << 20;  // activations and kernel scratch
+  if (o.weight_bytes + kv + margin > free_bytes)
+    throw Error("device 'cuda': not enough free memory on GPU " + std::to_string(o.device) + " (" + name + "): the weights need " +
+                mib(o.weight_bytes) + " and the KV cache " + mib(kv) + " (plus " + mib(margin) + " of working space), " +
+                mib(free_bytes) + " of " + mib(total_bytes) + " are free. Lower kvCacheTokens or contextSize, or use a smaller model or quantization");
+  auto backend = std::make_unique<CudaBackend>(o);
+  CudaBackendMade made;
+  made.kv_bytes = backend->kv_bytes();
+  made.device_name = name;
+  made.backend = std::move(backend);
+  return made;
+}
+
+}  // namespace laminate

@@ -1,0 +1,222 @@
+#include "runtime.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/error.h"
+
+namespace laminate::gpu {
+
+static std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
+
+#if defined(__CUDACC__)
+
+static void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
+std::string device_name(int device) {
+  cudaDeviceProp prop;
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  return prop.name;
+}
+
+void memory_info(size_t* free_bytes, size_t* total_bytes) { check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo"); }
+
+void* device_alloc(size_t bytes, const char* what) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what + " (" + cudaGetErrorString(e) +
+                "; " + mib(free_bytes) + " free of " + mib(total) + ")");
+  }
+  return p;
+}
+void device_free(void* p) {
+  if (p) cudaFree(p);
+}
+void* host_alloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMallocHost(&p, bytes ? bytes : 1), "cudaMallocHost");
+  return p;
+}
+void host_free(void* p) {
+  if (p) cudaFreeHost(p);
+}
+
+cudaStream_t stream_create() {
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  return s;
+}
+void stream_destroy(cudaStream_t s) { cudaStreamDestroy(s); }
+void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "copy to device");
+}
+void copy_to_host(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "copy to host");
+}
+void copy_on_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "copy on device");
+}
+void memset_device(void* dst, int value, size_t bytes, cudaStream_t s) { check(cudaMemsetAsync(dst, value, bytes, s), "memset"); }
+void stream_sync(cudaStream_t s) { check(cudaStreamSynchronize(s), "stream"); }
+void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+struct Graph {
+  cudaGraphExec_t exec;
+};
+void capture_begin(cudaStream_t s) { check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture"); }
+Graph* capture_end(cudaStream_t s) {
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamEndCapture(s, &graph) != cudaSuccess || !graph) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return new Graph{exec};
+}
+void capture_abort(cudaStream_t s) {
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(s, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();
+}
+void graph_launch(Graph* g, cudaStream_t s) { check(cudaGraphLaunch(g->exec, s), "graph launch"); }
+void graph_destroy(Graph* g) {
+  if (!g) return;
+  cudaGraphExecDestroy(g->exec);
+  delete g;
+}
+
+float time_ms(cudaStream_t s, const std::function<void()>& work) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  cudaEventRecord(a, s);
+  work();
+  cudaEventRecord(b, s);
+  check(cudaEventSynchronize(b), "timing");
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms;
+}
+
+#else  // the simulator: device memory is host memory, work runs at once (or is recorded)
+
+}  // namespace laminate::gpu
+
+struct SimStream {
+  bool capturing = false;
+  std::vector<std::function<void()>> recorded;
+};
+
+namespace laminate::gpu {
+
+// The simulated device's memory: enough for the models the tests run.
+static constexpr size_t kSimMemory = size_t(4) << 30;
+static std::atomic<size_t> sim_in_use{0};
+
+void set_device(int device) {
+  if (device != 0) throw Error("CUDA simulator: there is one device, 0 (asked for " + std::to_string(device) + ")");
+}
+std::string device_name(int) { return "laminate CUDA simulator"; }
+
+void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  *free_bytes = kSimMemory - sim_in_use;
+  *total_bytes = kSimMemory;
+}
+void* device_alloc(size_t bytes, const char* what) {
+  if (bytes > kSimMemory - sim_in_use)
+    throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what + " (out of memory; " +
+                mib(kSimMemory - sim_in_use) + " free of " + mib(kSimMemory) + ")");
+  auto* p = static_cast<size_t*>(std::malloc(bytes + 16));
+  if (!p) throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what);
+  p[0] = bytes;
+  sim_in_use += bytes;
+  return p + 2;
+}
+void device_free(void* p) {
+  if (!p) return;
+  size_t* base = static_cast<size_t*>(p) - 2;
+  sim_in_use -= base[0];
+  std::free(base);
+}
+void* host_alloc(size_t bytes) { return std::malloc(bytes ? bytes : 1); }
+void host_free(void* p) { std::free(p); }
+
+cudaStream_t stream_create() { return new SimStream; }
+void stream_destroy(cudaStream_t s) { delete s; }
+static void no_capture(cudaStream_t s, const char* what) {
+  if (s->capturing) throw Error(std::string("CUDA simulator: ") + what + " while capturing a graph");
+}
+void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  no_capture(s, "copy to device");
+  std::memcpy(dst, src, bytes);
+}
+void copy_to_host(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  no_capture(s, "copy to host");
+  std::memcpy(dst, src, bytes);
+}
+void copy_on_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (s->capturing) s->recorded.push_back([=] { std::memmove(dst, src, bytes); });
+  else std::memmove(dst, src, bytes);
+}
+void memset_device(void* dst, int value, size_t bytes, cudaStream_t s) {
+  if (s->capturing) s->recorded.push_back([=] { std::memset(dst, value, bytes); });
+  else std::memset(dst, value, bytes);
+}
+void stream_sync(cudaStream_t s) { no_capture(s, "synchronize"); }
+void check_launch(const char*) {}
+
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+void capture_begin(cudaStream_t s) {
+  s->capturing = true;
+  s->recorded.clear();
+}
+Graph* capture_end(cudaStream_t s) {
+  s->capturing = false;
+  return new Graph{std::move(s->recorded)};
+}
+void capture_abort(cudaStream_t s) {
+  s->capturing = false;
+  s->recorded.clear();
+}
+void graph_launch(Graph* g, cudaStream_t s) {
+  no_capture(s, "graph launch");
+  for (auto& w : g->work) w();
+}
+void graph_destroy(Graph* g) { delete g; }
+
+float time_ms(cudaStream_t s, const std::function<void()>& work) {
+  const auto t0 = std::chrono::steady_clock::now();
+  work();
+  return std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool stream_capturing(cudaStream_t s) { return s && s->capturing; }
+void stream_record(cudaStream_t s, std::function<void()> work) { s->recorded.push_back(std::move(work)); }
+
+#endif
+
+}  // namespace laminate::gpu
