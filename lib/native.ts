@@ -85,7 +85,7 @@ export interface NativeAddon {
   /** Runs a merge to disk (see lib/merge/merge.ts for the spec). */
   runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };
-  /** One EXL2 matmul on the CPU kernels, with the int8 activations they used (for tests). */
+  /** One EXL2 matmul on the CPU kernels (or, in the CUDA build, isa 'cuda' or 'cuda-mma'), with the int8 activations they used (for tests). */
   exl2Matmul(
     layer: { qWeight: Int32Array; qInvperm: Int32Array; qScale: Int32Array; qScaleMax: Uint16Array; qGroups: Int16Array; n: number; k: number },
     x: Float32Array, m: number, isa: string,
@@ -93,6 +93,10 @@ export interface NativeAddon {
   backend: string;
   /** The CUDA variant only. */
   cudaInfo?(): NativeCudaInfo;
+  /** The CUDA variant only, for tests: single kernels on host arrays (synchronous). */
+  cudaDenseMatmul?(w: Float32Array | Uint16Array, dtype: 'F32' | 'F16' | 'BF16', n: number, k: number, x: Float32Array, m: number, tensorCores: boolean): Float32Array;
+  cudaTopK?(logits: Float32Array, rows: number, vocab: number, k: number): { values: Float32Array; indices: Int32Array };
+  cudaSoftmax?(x: Float32Array, rows: number, n: number): Float32Array;
 }
 
 export interface NativeCudaInfo {

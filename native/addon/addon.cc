@@ -17,6 +17,7 @@
 #include "progress_job.h"
 #ifdef LAMINATE_WITH_CUDA
 #include "../cuda/device.h"
+#include "cuda_binding.h"
 #endif
 
 namespace laminate {
@@ -349,6 +350,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 #ifdef LAMINATE_WITH_CUDA
   exports.Set("backend", "cuda");
   exports.Set("cudaInfo", Napi::Function::New(env, cuda_info));
+  export_cuda_checks(env, exports);
 #else
   exports.Set("backend", "cpu");
 #endif

@@ -7,6 +7,9 @@
 #include "../cpu/cpu_backend.h"
 #include "../engine/exl2_loader.h"
 #include "args.h"
+#if defined(LAMINATE_WITH_CUDA)
+#include "../cuda/checks.h"
+#endif
 
 namespace laminate {
 
@@ -34,6 +37,7 @@ Napi::Value exl2_matmul_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     if (info.Length() != 4) throw Error("exl2Matmul(layer, x, m, isa) takes four arguments");
+    // isa: a CPU kernel family, or in the CUDA build 'cuda' (decode kernel) or 'cuda-mma' (tensor cores)
     Napi::Object layer = object_at(info[0], "layer");
     const int64_t n = int_field(layer, "n", "layer", 1, 1 << 20), k = int_field(layer, "k", "layer", 1, 65535);
     const int64_t np = (n + 31) / 32 * 32;
@@ -49,22 +53,33 @@ Napi::Value exl2_matmul_js(const Napi::CallbackInfo& info) {
     const int m = static_cast<int>(to_integer(info[2], "m", 1, 1 << 16));
     if (static_cast<int64_t>(x.ElementLength()) != m * k) throw Error("x must hold m * k values");
     if (!info[3].IsString()) throw Error("isa must be a string");
-    const MatmulExl2Fn kernel = pick_exl2(resolve_isa(info[3].As<Napi::String>().Utf8Value()));
+    const std::string isa = info[3].As<Napi::String>().Utf8Value();
+    const bool cuda = isa == "cuda" || isa == "cuda-mma";
+#if !defined(LAMINATE_WITH_CUDA)
+    if (cuda) throw Error("exl2Matmul: '" + isa + "' needs the CUDA build");
+#endif
+    const MatmulExl2Fn kernel = cuda ? nullptr : pick_exl2(resolve_isa(isa));
 
     exl2_repack(w);
     const int64_t segments = static_cast<int64_t>(w.groups.size());
     Napi::Int8Array q = Napi::Int8Array::New(env, m * k);
     Napi::Float32Array scale = Napi::Float32Array::New(env, m * segments);
-    std::vector<int32_t> sum(m * segments);
-    exl2_quantize_activations(w, x.Data(), m, k, q.Data(), scale.Data(), sum.data());
-    Exl2Act act;
-    act.q = q.Data();
-    act.ldq = k;
-    act.scale = scale.Data();
-    act.sum = sum.data();
-    act.m = m;
     Napi::Float32Array y = Napi::Float32Array::New(env, m * n);
-    kernel(w, act, y.Data(), n, 0, n);
+    if (cuda) {
+#if defined(LAMINATE_WITH_CUDA)
+      cuda_exl2_matmul_check(w, n, k, x.Data(), m, isa == "cuda-mma", y.Data(), q.Data(), scale.Data());
+#endif
+    } else {
+      std::vector<int32_t> sum(m * segments);
+      exl2_quantize_activations(w, x.Data(), m, k, q.Data(), scale.Data(), sum.data());
+      Exl2Act act;
+      act.q = q.Data();
+      act.ldq = k;
+      act.scale = scale.Data();
+      act.sum = sum.data();
+      act.m = m;
+      kernel(w, act, y.Data(), n, 0, n);
+    }
     Napi::Int32Array rows = Napi::Int32Array::New(env, segments);
     for (int64_t s = 0; s < segments; s++) rows[static_cast<size_t>(s)] = w.groups[s].rows;
     Napi::Object out = Napi::Object::New(env);
