@@ -2,6 +2,8 @@
 // plain reference decoder written from the spec (test/helpers/exl2-reference.ts), bit for
 // bit, the packed-code matmul against float64, a quantized version of the trained model,
 // and malformed layers.
+import { cuda } from './helpers/cuda.js';
+
 import { copyFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +13,7 @@ import { decode, encode, tmpDir, writeSafetensors, writeTinyCheckpoint, type Tin
 import { DEQUANT_EXAMPLE, fp16, PACKING_EXAMPLES, referenceDequantize } from './helpers/exl2-reference.js';
 import { referenceLogits } from './helpers/reference.js';
 import { readModelTensors } from './helpers/safetensors-read.js';
-import { native } from '../lib/native.js';
+import { native, type NativeAddon } from '../lib/native.js';
 
 const dirs: string[] = [];
 const fresh = () => {
@@ -174,7 +176,12 @@ describe('the kernels', () => {
   // weight before its final fp16 rounding. Integer sums are exact, so what is left is a few
   // float32 roundings per segment; a wrongly decoded code is off by a whole step.
   const layouts: [number, 8 | 6 | 5 | 4 | 3 | 2][][] = [[[1, 8]], [[0.25, 8], [0.25, 6], [0.25, 5], [0.25, 4]], [[0.5, 4], [0.5, 3]], [[0.25, 3], [0.75, 2]], [[0.5, 6], [0.5, 2]]];
-  it.each(cpuInfo().isas)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa) => {
+  // The CUDA kernels (on a GPU, or on the simulator build) take the same test: 'cuda' is the
+  // decode kernel (dp4a), 'cuda-mma' the int8 tensor-core kernel, here also over more than
+  // one tile of 64 rows.
+  const kernels: [string, NativeAddon][] = [...cpuInfo().isas.map((isa): [string, NativeAddon] => [isa, native()])];
+  if (cuda.addon) kernels.push(['cuda', cuda.addon], ['cuda-mma', cuda.addon]);
+  it.each(kernels)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa, addon) => {
     const n = 72, k = 256; // 72 columns: one partly used 32-column block
     for (const [li, parts] of layouts.entries()) {
       const layer = randomLayer(n, k, layoutGroups(k, parts, 64), 700 + li);
@@ -193,10 +200,10 @@ describe('the kernels', () => {
         });
       }
       const r = rng(900 + li);
-      for (const m of [1, 2, 3, 4, 5, 9]) {
+      for (const m of isa === 'cuda-mma' ? [1, 9, 17, 70] : [1, 2, 3, 4, 5, 9]) {
         // a few large inputs, and one row of zeros
         const x = Float32Array.from({ length: m * k }, (_, i) => (m > 2 && Math.floor(i / k) === 1 ? 0 : ((r(2001) - 1000) / 1000) * (r(20) === 0 ? 30 : 1)));
-        const out = native().exl2Matmul(tensors, x, m, isa);
+        const out = addon.exl2Matmul(tensors, x, m, isa);
         for (let row = 0; row < m; row++) {
           // the rounding: each input within half a step of its segment's scale
           const xs: number[] = [];
