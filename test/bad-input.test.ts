@@ -280,7 +280,7 @@ describe('options', () => {
   it('rejects unknown options, bad values and unavailable instruction sets', async () => {
     await expect(loadModel(source, { thread: 2 } as never)).rejects.toThrow(/unknown option 'thread'/);
     await expect(loadModel(source, { threads: 0 })).rejects.toThrow(/threads must be a positive integer/);
-    await expect(loadModel(source, { device: 'gpu' as never })).rejects.toThrow(/device must be 'cpu', 'cuda' or 'auto'/);
+    await expect(loadModel(source, { device: 'gpu' as never })).rejects.toThrow(/device must be 'cpu', 'cuda', 'cuda:N' or 'auto'/);
     await expect(loadModel(source, { isa: 'sse9' as never })).rejects.toThrow(/unknown instruction set 'sse9'/);
     const controller = new AbortController();
     controller.abort();
