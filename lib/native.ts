@@ -97,6 +97,8 @@ export interface NativeAddon {
   cudaDenseMatmul?(w: Float32Array | Uint16Array, dtype: 'F32' | 'F16' | 'BF16', n: number, k: number, x: Float32Array, m: number, tensorCores: boolean): Float32Array;
   cudaTopK?(logits: Float32Array, rows: number, vocab: number, k: number): { values: Float32Array; indices: Int32Array };
   cudaSoftmax?(x: Float32Array, rows: number, n: number): Float32Array;
+  /** Device-to-device copy bandwidth, bytes per second read plus written (for benchmarks). */
+  cudaCopyBandwidth?(device: number, bytes: number, repeats: number): number;
 }
 
 export interface NativeCudaInfo {

@@ -85,9 +85,20 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
   });
 }
 
+// cudaCopyBandwidth(device, bytes, repeats) -> bytes per second (read plus written)
+Napi::Value copy_bandwidth(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    const int device = static_cast<int>(to_integer(info[0], "device", 0, 64));
+    const int64_t bytes = to_integer(info[1], "bytes", 1 << 20, int64_t(1) << 36);
+    const int repeats = static_cast<int>(to_integer(info[2], "repeats", 1, 10000));
+    return Napi::Number::New(info.Env(), cuda_copy_bandwidth(device, static_cast<size_t>(bytes), repeats));
+  });
+}
+
 }  // namespace
 
 void export_cuda_checks(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaCopyBandwidth", Napi::Function::New(env, copy_bandwidth));
   exports.Set("cudaDenseMatmul", Napi::Function::New(env, dense_matmul));
   exports.Set("cudaTopK", Napi::Function::New(env, top_k));
   exports.Set("cudaSoftmax", Napi::Function::New(env, softmax));

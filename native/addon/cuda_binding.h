@@ -4,7 +4,7 @@
 
 namespace laminate {
 
-// Adds cudaDenseMatmul, cudaTopK and cudaSoftmax to exports (CUDA build only; else nothing).
+// Adds cudaDenseMatmul, cudaTopK, cudaSoftmax and cudaCopyBandwidth to exports (CUDA build only; else nothing).
 void export_cuda_checks(Napi::Env env, Napi::Object exports);
 
 }  // namespace laminate

@@ -86,4 +86,16 @@ void cuda_softmax_check(float* x, int rows, int n) {
   gpu::stream_sync(st.s);
 }
 
+double cuda_copy_bandwidth(int device, size_t bytes, int repeats) {
+  gpu::set_device(device);
+  Stream st;
+  Scoped a(bytes, nullptr, st.s), b(bytes, nullptr, st.s);
+  gpu::copy_on_device(b.p, a.p, bytes, st.s);  // warm up
+  const float ms = gpu::time_ms(st.s, [&] {
+    for (int i = 0; i < repeats; i++) gpu::copy_on_device(i % 2 ? a.p : b.p, i % 2 ? b.p : a.p, bytes, st.s);
+  });
+  gpu::stream_sync(st.s);
+  return 2.0 * static_cast<double>(bytes) * repeats / (ms / 1000.0);
+}
+
 }  // namespace laminate

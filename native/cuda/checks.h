@@ -17,5 +17,8 @@ void cuda_dense_matmul_check(const void* w, DType dtype, int64_t n, int64_t k, c
                              float* y);
 void cuda_top_k_check(const float* logits, int rows, int vocab, int k, float* values, int32_t* indices);
 void cuda_softmax_check(float* x, int rows, int n);
+// Device-to-device copy bandwidth in bytes per second (read plus written), over `repeats`
+// copies of `bytes` on device `device`: the memory limit the benchmarks compare with.
+double cuda_copy_bandwidth(int device, size_t bytes, int repeats);
 
 }  // namespace laminate
