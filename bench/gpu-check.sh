@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, as one command (npm run gpu:check): build the CUDA variant for
+# the GPU present, run the GPU tests on it (npm run test:gpu), run the GPU benchmark
+# (npm run bench:gpu). Every output goes to one folder: $OUT, else bench/results/gpu.
+# Where the machine has no Node.js or node_modules, the archives that bench/gpu-pack.sh
+# writes to .gpu/ are unpacked first. Takes a few minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench/results/gpu}"
+mkdir -p "$out"
+export PATH="$PATH:/usr/local/cuda/bin"
+if ! command -v node >/dev/null; then
+  mkdir -p /tmp/laminate-node/bin
+  tar -C /tmp/laminate-node/bin -xJf .gpu/node.tar.xz || { echo "no node, and no .gpu/node.tar.xz (bench/gpu-pack.sh)"; exit 1; }
+  export PATH="/tmp/laminate-node/bin:$PATH"
+fi
+[ -d node_modules ] || tar -xJf .gpu/node_modules.tar.xz || { echo "no node_modules, and no .gpu/node_modules.tar.xz"; exit 1; }
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+echo "GPU compute capability: ${arch:-unknown}"
+
+t0=$(date +%s)
+npx tsc -p tsconfig.json > "$out/build.log" 2>&1 && chmod +x dist/cli/main.js
+npx cmake-js compile --out build-cuda --CDLAMINATE_CUDA=ON ${arch:+--CDCMAKE_CUDA_ARCHITECTURES=$arch} >> "$out/build.log" 2>&1
+build=$?
+echo "build: rc $build, $(( $(date +%s) - t0 )) s"
+[ $build -eq 0 ] || { tail -30 "$out/build.log"; exit 1; }
+export LAMINATE_CUDA_ADDON="$PWD/build-cuda/Release/laminate.node"
+node -e "import('./dist/index.js').then((l) => console.log(JSON.stringify(l.cudaInfo())))" | tee "$out/cuda-info.json"
+
+t0=$(date +%s)
+npx vitest run test/gpu.test.ts test/exl2.test.ts --reporter=verbose > "$out/test-gpu.log" 2>&1
+tests=$?
+echo "test:gpu: rc $tests, $(( $(date +%s) - t0 )) s"
+grep -E "✓|×|skipped|Tests|FAIL|Error" "$out/test-gpu.log" | tail -40
+
+t0=$(date +%s)
+node bench/gpu.mjs --out "$out" > "$out/bench-gpu.jsonl" 2> "$out/bench-gpu.err"
+bench=$?
+echo "bench:gpu: rc $bench, $(( $(date +%s) - t0 )) s"
+cat "$out/bench-gpu.jsonl"
+tail -5 "$out/bench-gpu.err"
+exit $(( tests != 0 || bench != 0 ))
