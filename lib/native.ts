@@ -64,13 +64,14 @@ export interface NativeModelSpec {
 export interface NativeStepEntry {
   sequence: number;
   tokens: Int32Array;
-  /** 0: none, 1: last position, 2: every position */
-  logits: 0 | 1 | 2;
+  /** 0: none, 1: last position, 2: every position, 3: only the most likely token after the last position (chosen where the logits are) */
+  logits: 0 | 1 | 2 | 3;
 }
 
 export interface NativeEngine {
   prefault(onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
-  step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<{ logits: Float32Array; rows: number[] }>;
+  /** logits: the rows asked for, in entry order; tokens: per entry, the greedy token (logits 3) or -1. */
+  step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<{ logits: Float32Array; rows: number[]; tokens: Int32Array }>;
   createSequence(): number;
   freeSequence(id: number): void;
   sequenceLength(id: number): number;

@@ -48,6 +48,41 @@ describe('CUDA, on any machine', () => {
   });
 });
 
+/** The engine's greedy token for a batch (logits mode 3) against the argmax, written here, of
+ * the logits it returns for the same batch on fresh sequences. */
+async function checkGreedy(model: Model): Promise<void> {
+  const engine = model._engine();
+  const prompts = [[1, 5, 9], [7], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]].map((p) => Int32Array.from(p));
+  const run = async (mode: 1 | 3) => {
+    const seqs = prompts.map(() => engine.createSequence());
+    const out = await engine.step(prompts.map((tokens, i) => ({ sequence: seqs[i]!, tokens, logits: mode })), undefined);
+    // a decode step too (the recorded graph on a GPU)
+    const next = await engine.step(seqs.map((sequence, i) => ({ sequence, tokens: Int32Array.of(i + 3), logits: mode })), undefined);
+    seqs.forEach((s) => engine.freeSequence(s));
+    return [out, next];
+  };
+  const vocab = model.config.vocabSize;
+  const [a, b] = [await run(1), await run(3)];
+  for (let s = 0; s < 2; s++) {
+    expect(b[s]!.logits.length).toBe(0);
+    expect(a[s]!.tokens).toEqual(Int32Array.of(-1, -1, -1));
+    const want = prompts.map((_, i) => {
+      const row = a[s]!.logits.subarray(i * vocab, (i + 1) * vocab);
+      let best = 0;
+      for (let j = 1; j < vocab; j++) if (row[j]! > row[best]!) best = j;
+      return best;
+    });
+    expect(Array.from(b[s]!.tokens)).toEqual(want);
+  }
+}
+
+describe('greedy tokens chosen by the engine', () => {
+  it('on the CPU: the argmax of the logits', async () => {
+    await using model = await loadModel(demo, { device: 'cpu' });
+    await checkGreedy(model);
+  });
+});
+
 /** max |a - b| over max |b|. */
 function relativeDifference(a: Float32Array, b: Float32Array): number {
   let diff = 0, size = 0;
@@ -190,7 +225,12 @@ describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine on ${cuda.label}${cud
       for (let i = 0; i < a.length; i++) expect(relativeDifference(b[i]!, a[i]!), `output ${i}`).toBeLessThan(F32_TOLERANCE);
     });
 
-    it('generation on the GPU gives the CPU text (greedy)', async () => {
+    it('greedy tokens chosen on the GPU are the argmax of its logits', async () => {
+      await using gpu = await loadModel(demo, { device: 'cuda' });
+      await checkGreedy(gpu);
+    });
+
+    it('generation on the GPU gives the CPU text (greedy, tokens chosen on the device)', async () => {
       await using cpu = await loadModel(demo, { device: 'cpu' });
       await using gpu = await loadModel(demo, { device: 'cuda' });
       const a = await cpu.generate('The function', { maxTokens: 8, stopAtEos: false });

@@ -42,6 +42,12 @@ export class Request {
     return this.#finished;
   }
 
+  /** Whether the next token is the argmax of the logits and nothing else of them is needed:
+   * the engine may then choose it where the logits are and hand back only the token. */
+  get greedy(): boolean {
+    return this.#s.sampler.greedy && this.#s.logprobs === 0;
+  }
+
   /** Chooses the token after `logits`; returns it, or null when the request is complete
    * (the returned token must then not be fed). */
   next(logits: Float32Array): number | null {
@@ -49,13 +55,25 @@ export class Request {
     let logprob: TokenLogprob | undefined;
     const lp = s.logprobs > 0 ? logSoftmax(logits) : null;
     const token = s.sampler.sample(logits);
-    if (this.tokens.length === 0) this.#firstTokenAt = performance.now();
-    this.tokens.push(token);
     if (lp) {
       const order = Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]! || a - b).slice(0, s.logprobs);
       logprob = { token, logprob: lp[token]!, top: order.map((t) => ({ token: t, logprob: lp[t]! })) };
-      this.#logprobs.push(logprob);
     }
+    return this.#take(token, logprob);
+  }
+
+  /** Takes `token`, which the engine chose for a greedy request, as the next one; returns
+   * it, or null when the request is complete. */
+  accept(token: number): number | null {
+    this.#s.sampler.observe([token]);
+    return this.#take(token, undefined);
+  }
+
+  #take(token: number, logprob: TokenLogprob | undefined): number | null {
+    const s = this.#s;
+    if (this.tokens.length === 0) this.#firstTokenAt = performance.now();
+    this.tokens.push(token);
+    if (logprob) this.#logprobs.push(logprob);
     if (s.eos.has(token)) {
       this.#emit('', [token], logprob);
       this.finish('eos');

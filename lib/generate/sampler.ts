@@ -175,6 +175,13 @@ export class Sampler {
     this.#random = new Random(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
+  /** Whether every choice is the most likely token as the model gives it (temperature 0, no
+   * penalties, no bias), so that it can be picked where the logits are. */
+  get greedy(): boolean {
+    const o = this.#options;
+    return (o.temperature ?? 0) === 0 && (o.repetitionPenalty ?? 1) === 1 && (o.presencePenalty ?? 0) === 0 && (o.frequencyPenalty ?? 0) === 0 && Object.keys(o.logitBias ?? {}).length === 0;
+  }
+
   /** Records tokens the penalties should count (the prompt, then each choice). */
   observe(tokens: ArrayLike<number>): void {
     for (let i = 0; i < tokens.length; i++) this.#recent.push(tokens[i]!);

@@ -136,12 +136,13 @@ export class Scheduler {
           batch.push({ job, count });
           budget -= count;
         }
+        // A greedy request gets its token from the engine, not a row of logits.
         const entries: NativeStepEntry[] = batch.map(({ job, count }) => ({
           sequence: job.sequence,
           tokens: job.pending.subarray(job.fed, job.fed + count),
-          logits: job.fed + count === job.pending.length ? 1 : 0,
+          logits: job.fed + count < job.pending.length ? 0 : job.request.greedy ? 3 : 1,
         }));
-        let result: { logits: Float32Array; rows: number[] };
+        let result: { logits: Float32Array; rows: number[]; tokens: Int32Array };
         try {
           result = await this.#run(() => this.#engine().step(entries, undefined));
         } catch (e) {
@@ -151,16 +152,15 @@ export class Scheduler {
         if (this.#closed) break;
         const vocab = result.logits.length / Math.max(1, result.rows.reduce((a, b) => a + b, 0));
         let row = 0;
-        for (const { job, count } of batch) {
+        for (const [index, { job, count }] of batch.entries()) {
           for (let i = 0; i < count; i++) job.fedTokens.push(job.pending[job.fed + i]!);
           job.fed += count;
           job.length += count;
           if (job.fed < job.pending.length) continue;
-          const logits = result.logits.subarray(row * vocab, (row + 1) * vocab);
-          row++;
           let next: number | null;
           try {
-            next = job.request.next(logits);
+            if (entries[index]!.logits === 3) next = job.request.accept(result.tokens[index]!);
+            else next = job.request.next(result.logits.subarray(row * vocab, ++row * vocab));
             // at the context limit the chosen token is the last one: it cannot be fed
             if (next !== null && job.length >= job.maxLength) {
               job.request.finish('length');

@@ -147,9 +147,12 @@ class StepWorker : public Napi::AsyncWorker {
     std::copy(result_.logits.begin(), result_.logits.end(), logits.Data());
     Napi::Array rows = Napi::Array::New(env, result_.rows.size());
     for (size_t i = 0; i < result_.rows.size(); i++) rows.Set(static_cast<uint32_t>(i), result_.rows[i]);
+    Napi::Int32Array tokens = Napi::Int32Array::New(env, result_.tokens.size());
+    std::copy(result_.tokens.begin(), result_.tokens.end(), tokens.Data());
     Napi::Object out = Napi::Object::New(env);
     out.Set("logits", logits);
     out.Set("rows", rows);
+    out.Set("tokens", tokens);
     deferred_.Resolve(out);
   }
   void OnError(const Napi::Error& e) override {
@@ -234,7 +237,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
           throw Error(where + ".tokens must be an Int32Array");
         Napi::Int32Array ta = toks.As<Napi::Int32Array>();
         e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
-        e.logits = static_cast<LogitsWanted>(int_field(o, "logits", where, 0, 2));
+        e.logits = static_cast<LogitsWanted>(int_field(o, "logits", where, 0, 3));
         entries.push_back(std::move(e));
       }
       auto* w = new StepWorker(info.Env(), engine_, std::move(entries), info[1]);

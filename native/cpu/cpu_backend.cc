@@ -40,8 +40,15 @@ bool CpuBackend::begin_step(const StepBatch& batch) {
   return true;
 }
 
-bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host) {
+int32_t* CpuBackend::id_buffer(size_t count) {
+  if (ids_.size() < count) ids_.resize(count);
+  return ids_.data();
+}
+
+bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
+                          int32_t* host_ids) {
   std::memcpy(host, logits, static_cast<size_t>(rows) * vocab * sizeof(float));
+  std::memcpy(host_ids, ids, static_cast<size_t>(id_count) * sizeof(int32_t));
   return true;
 }
 
@@ -151,6 +158,17 @@ void CpuBackend::add(float* x, const float* y, int64_t n) { laminate::add(x, y, 
 
 void CpuBackend::embed(const DenseView& table, float* x) {
   for (int r = 0; r < batch_.tokens; r++) embed_row(table, batch_.ids[r], x + static_cast<int64_t>(r) * table.cols);
+}
+
+void CpuBackend::argmax(const float* logits, int rows, int vocab, int32_t* ids) {
+  for (int r = 0; r < rows; r++) {
+    const float* row = logits + static_cast<int64_t>(r) * vocab;
+    int best = 0;
+    float value = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+      if (row[i] > value) value = row[i], best = i;
+    ids[r] = best;
+  }
 }
 
 void CpuBackend::gather_rows(const float* x, int64_t n, float* out) {

@@ -22,7 +22,9 @@ class CpuBackend : public Backend {
 
   float* buffer(Buffer which, size_t floats) override;
   bool begin_step(const StepBatch& batch) override;
-  bool end_step(const float* logits, int rows, int vocab, float* host) override;
+  int32_t* id_buffer(size_t count) override;
+  bool end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
+                int32_t* host_ids) override;
 
   void linear(const LinearCall* calls, int count, int m) override;
   void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override;
@@ -33,6 +35,7 @@ class CpuBackend : public Backend {
   void add(float* x, const float* y, int64_t n) override;
   void embed(const DenseView& table, float* x) override;
   void gather_rows(const float* x, int64_t n, float* out) override;
+  void argmax(const float* logits, int rows, int vocab, int32_t* ids) override;
 
  private:
   Isa isa_;
@@ -48,6 +51,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   std::vector<std::vector<float>> scratch_;  // one per thread
   std::vector<float> buffers_[static_cast<int>(Buffer::Count)];
+  std::vector<int32_t> ids_;
   StepBatch batch_;
 };
 

@@ -151,13 +151,7 @@ class CudaBackend : public Backend {
     L.tiles = align(L.logit_rows + std::max(b.logit_count, 1) * 4);
     L.end = align(L.tiles + std::max(tile_count_, 1) * sizeof(gpu::QueryTile));
     if (step_.reserve(L.end, "the step's arrays")) drop_graphs();
-    if (L.end > staging_bytes_) {
-      gpu::host_free(staging_);
-      staging_ = nullptr;
-      staging_bytes_ = 0;
-      staging_ = static_cast<char*>(gpu::host_alloc(L.end * 2));
-      staging_bytes_ = L.end * 2;
-    }
+    staging(L.end);
     char* h = staging_;
     std::memcpy(h + L.ids, b.ids, T * 4);
     std::memcpy(h + L.positions, b.positions, T * 4);
@@ -183,6 +177,7 @@ class CudaBackend : public Backend {
       moved |= act_scale_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
       moved |= act_sum_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     }
+    moved |= argmax_values_.reserve(std::max(b.greedy_count, 1) * 4, "sampled tokens");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
     if (!flash_)
       moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
@@ -204,7 +199,13 @@ class CudaBackend : public Backend {
     return true;
   }
 
-  bool end_step(const float* logits, int rows, int vocab, float* host) override {
+  int32_t* id_buffer(size_t count) override {
+    if (ids_.reserve(count * 4, "sampled tokens")) drop_graphs();
+    return static_cast<int32_t*>(ids_.data);
+  }
+
+  bool end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
+                int32_t* host_ids) override {
     if (capturing_) {
       capturing_ = false;
       gpu::Graph* g = gpu::capture_end(stream_);
@@ -218,19 +219,14 @@ class CudaBackend : public Backend {
       replay_ = g;
     }
     if (replay_) gpu::graph_launch(replay_, stream_);
-    const size_t bytes = static_cast<size_t>(rows) * vocab * 4;
-    if (bytes > 0) {
-      if (bytes > staging_bytes_) {
-        gpu::host_free(staging_);
-        staging_ = nullptr;
-        staging_bytes_ = 0;
-        staging_ = static_cast<char*>(gpu::host_alloc(bytes));
-        staging_bytes_ = bytes;
-      }
-      gpu::copy_to_host(staging_, logits, bytes, stream_);
-    }
+    // Only what the host wants crosses: full rows of logits, and the greedy tokens.
+    const size_t bytes = static_cast<size_t>(rows) * vocab * 4, id_bytes = static_cast<size_t>(id_count) * 4;
+    staging(bytes + id_bytes);
+    if (bytes > 0) gpu::copy_to_host(staging_, logits, bytes, stream_);
+    if (id_bytes > 0) gpu::copy_to_host(staging_ + bytes, ids, id_bytes, stream_);
     gpu::stream_sync(stream_);
-    if (bytes > 0) std::memcpy(host, staging_, bytes);
+    std::memcpy(host, staging_, bytes);
+    std::memcpy(host_ids, staging_ + bytes, id_bytes);
     return true;
   }
 
@@ -292,6 +288,10 @@ class CudaBackend : public Backend {
   void gather_rows(const float* x, int64_t n, float* out) override {
     gpu::gather_rows(x, n, step_at<int>(layout_.logit_rows), batch_.logit_count, out, stream_);
   }
+  void argmax(const float* logits, int rows, int vocab, int32_t* ids) override {
+    // the values go to scratch (sized in begin_step): only the ids are read back
+    gpu::top_k(logits, rows, vocab, 1, static_cast<float*>(argmax_values_.data), ids, stream_);
+  }
 
  private:
   template <class T>
@@ -315,6 +315,15 @@ class CudaBackend : public Backend {
     if (it == vectors_.end()) throw Error("CUDA: a vector was used before it was uploaded");
     return it->second;
   }
+  // Pinned host memory of at least `bytes`, for the copies of a step.
+  void staging(size_t bytes) {
+    if (bytes <= staging_bytes_) return;
+    gpu::host_free(staging_);
+    staging_ = nullptr;
+    staging_bytes_ = 0;
+    staging_ = static_cast<char*>(gpu::host_alloc(bytes * 2));
+    staging_bytes_ = bytes * 2;
+  }
   void drop_graphs() {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     graphs_.clear();
@@ -332,7 +341,7 @@ class CudaBackend : public Backend {
   int max_segments_ = 0;
 
   DeviceBuffer buffers_[static_cast<int>(Buffer::Count)];
-  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3];
+  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3], ids_, argmax_values_;
   char* staging_ = nullptr;
   size_t staging_bytes_ = 0;
   StepBatch batch_;

@@ -381,15 +381,16 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
                 KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
 
   // The batch as flat token rows: id, position and page list of each; the rows whose
-  // logits are wanted.
+  // logits are wanted (then those that want only the greedy token).
   std::vector<int32_t> tokens;
-  std::vector<int> positions, entry_tokens, wanted;
+  std::vector<int> positions, entry_tokens, wanted, greedy;
   std::vector<const std::vector<int>*> pages;
   result.rows.clear();
   for (const StepEntry& e : entries) {
     const int start = cache_->length(e.sequence), n = static_cast<int>(e.tokens.size());
     const int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
     for (int j = n - count; j < n; j++) wanted.push_back(static_cast<int>(tokens.size()) + j);
+    if (e.logits == LogitsWanted::Greedy) greedy.push_back(static_cast<int>(tokens.size()) + n - 1);
     result.rows.push_back(count);
     entry_tokens.push_back(n);
     for (int j = 0; j < n; j++) {
@@ -398,7 +399,9 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
       pages.push_back(&cache_->pages(e.sequence));
     }
   }
-  const int T = static_cast<int>(tokens.size()), R = static_cast<int>(wanted.size());
+  const int full = static_cast<int>(wanted.size()), G = static_cast<int>(greedy.size());
+  wanted.insert(wanted.end(), greedy.begin(), greedy.end());
+  const int T = static_cast<int>(tokens.size()), R = full + G;
 
   // Rotary angles of each position, computed in double precision once for all layers.
   const int half = s.head_dim / 2;
@@ -421,6 +424,7 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   float* up = be.buffer(Buffer::Up, T * I);
   float* rows = be.buffer(Buffer::Rows, std::max(R, 1) * H);
   float* logits = be.buffer(Buffer::Logits, static_cast<size_t>(std::max(R, 1)) * s.vocab);
+  int32_t* ids = be.id_buffer(std::max(G, 1));
 
   StepBatch batch;
   batch.tokens = T;
@@ -432,7 +436,9 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   batch.cos_sin = cos_sin_.data();
   batch.logit_rows = wanted.data();
   batch.logit_count = R;
-  result.logits.assign(static_cast<size_t>(R) * s.vocab, 0.0f);
+  batch.greedy_count = G;
+  result.logits.assign(static_cast<size_t>(full) * s.vocab, 0.0f);
+  std::vector<int32_t> chosen(G);
   // The step's operations (recorded rather than run when the backend records a decode step).
   auto issue = [&] {
     // Token embeddings.
@@ -476,17 +482,21 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
       be.rmsnorm(rows, final_norm_, s.rms_norm_eps, R, s.hidden, h);
       const LinearCall head = {lm_head_, h, H, logits, s.vocab};
       be.linear(&head, 1, R);
+      if (G > 0) be.argmax(logits + static_cast<size_t>(full) * s.vocab, G, s.vocab, ids);
     }
   };
   try {
     do {
       if (be.begin_step(batch)) issue();
       if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-    } while (!be.end_step(logits, R, s.vocab, result.logits.data()));
+    } while (!be.end_step(logits, full, s.vocab, result.logits.data(), ids, G, chosen.data()));
   } catch (...) {
     be.cancel_step();
     throw;
   }
+  result.tokens.assign(entries.size(), -1);
+  for (size_t e = 0, g = 0; e < entries.size(); e++)
+    if (entries[e].logits == LogitsWanted::Greedy) result.tokens[e] = chosen[g++];
 }
 
 }  // namespace laminate

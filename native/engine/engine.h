@@ -17,7 +17,8 @@
 
 namespace laminate {
 
-enum class LogitsWanted : int { None = 0, Last = 1, All = 2 };
+// Greedy: only the most likely next token (chosen where the logits are, lowest id on a tie).
+enum class LogitsWanted : int { None = 0, Last = 1, All = 2, Greedy = 3 };
 
 struct StepEntry {
   int sequence = 0;
@@ -28,6 +29,7 @@ struct StepEntry {
 struct StepResult {
   std::vector<float> logits;      // [rows, vocab], rows in entry order
   std::vector<int> rows;          // logit rows per entry
+  std::vector<int32_t> tokens;    // per entry: the greedy token (LogitsWanted::Greedy), else -1
 };
 
 class Engine {
