@@ -3,8 +3,8 @@
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
-import type { GenerateOptions, Generation, LoadProgress, Model } from '../index.js';
-import { cpuInfo, exportModel, loadModel, merge } from '../index.js';
+import type { GenerateOptions, Generation, LoadOptions, LoadProgress, Model } from '../index.js';
+import { cpuInfo, cudaInfo, exportModel, loadModel, merge } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
@@ -17,6 +17,7 @@ Usage:
                                                 a plain checkpoint (EXL2 layers dequantized exactly)
   laminate info [--model DIR]                   config and engine details
   laminate cpu                                  what this CPU offers
+  laminate gpu                                  what the CUDA build sees (devices, or why none)
 
 Without --model, the small demo model bundled with laminate is used.
 
@@ -37,6 +38,8 @@ Merging:
 --model also takes a passthrough merge configuration (.yml): it loads without writing.
 
 Other:
+  --device D             cpu, cuda, cuda:N or auto (default: auto, the GPU when the
+                         CUDA build sees one and the model fits)
   --threads N            compute threads (default: physical cores)
   --json                 one JSON object with text, tokens and finish reason
   -h, --help
@@ -60,6 +63,7 @@ const OPTIONS = {
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
   threads: { type: 'string' },
+  device: { type: 'string' },
   'out-shard-size': { type: 'string' },
   'random-seed': { type: 'string' },
   overwrite: { type: 'boolean' },
@@ -159,6 +163,10 @@ async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify(cpuInfo(), null, 2));
     return 0;
   }
+  if (command === 'gpu') {
+    console.log(JSON.stringify(cudaInfo(), null, 2));
+    return 0;
+  }
   if (command === 'merge') {
     const [, config, out] = positionals;
     if (!config || !out) throw new Error('usage: laminate merge CONFIG.yml OUT_DIR');
@@ -192,7 +200,8 @@ async function main(argv: string[]): Promise<number> {
   const json = values.json ?? false;
   const threads = number(values, 'threads');
   const onProgress = progressBar(!json);
-  await using model = await loadModel(values.model, { ...(threads !== undefined ? { threads } : {}), ...(onProgress ? { onProgress } : {}) });
+  const device = values.device as LoadOptions['device'];
+  await using model = await loadModel(values.model, { ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}), ...(onProgress ? { onProgress } : {}) });
 
   if (command === 'info') {
     console.log(JSON.stringify({ config: model.config, info: model.info, tokenizer: model.tokenizer ? { vocabSize: model.tokenizer.vocabSize, bos: model.tokenizer.bosToken, eos: model.tokenizer.eosToken, chatTemplate: model.tokenizer.chatTemplate !== null } : null }, null, 2));
