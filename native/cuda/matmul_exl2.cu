@@ -68,7 +68,7 @@ __global__ void quantize_kernel(Exl2Weight w, const float* __restrict__ x, int m
   }
 }
 
-// Decode: a block of 8 warps per 32 output columns (lane = column); the warps share the
+// Decode: a block of 16 warps per 32 output columns (lane = column); the warps share the
 // segments and add their partial sums at the end. M rows of activations at once.
 template <int B, int M>
 LM_DEVICE void gemv_segment(const uint32_t* __restrict__ col, const Exl2Group& s, const int8_t* __restrict__ xq,
@@ -83,7 +83,7 @@ LM_DEVICE void gemv_segment(const uint32_t* __restrict__ col, const Exl2Group& s
   }
 }
 
-constexpr int kGemvWarps = 8;
+constexpr int kGemvWarps = 16;
 
 template <int M>
 __global__ void gemv_kernel(Exl2Weight w, Exl2Activations a, float* __restrict__ y, int64_t ldy,
