@@ -28,8 +28,9 @@ export interface LoadOptions {
   /**
    * Where the model runs: 'cpu'; 'cuda' (or 'cuda:N' for GPU N), which needs the CUDA
    * build (npm run build:cuda) and a GPU with room for the weights and the whole KV cache,
-   * else it is an Error that says which is missing; 'auto' (default), CUDA when it can be
-   * used (a GPU answers and the model fits), else the CPU.
+   * else it is an Error that says which is missing; 'auto' (default; or the LAMINATE_DEVICE
+   * environment variable), CUDA when it can be used (a GPU answers and the model fits), else
+   * the CPU.
    */
   device?: 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
   /** Compute threads; default the number of physical cores. */
@@ -108,9 +109,10 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   if (!isMergeConfig(source) && (typeof source !== 'string' || source === ''))
     throw new TypeError('loadModel: give a model directory or a merge configuration');
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
-  const device = options.device ?? 'auto';
+  const fromEnv = options.device === undefined && !!process.env['LAMINATE_DEVICE'];
+  const device = options.device ?? (process.env['LAMINATE_DEVICE'] || 'auto');
   const gpu = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
-  if (!gpu && device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: device must be 'cpu', 'cuda', 'cuda:N' or 'auto' (got ${String(device)})`);
+  if (!gpu && device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: ${fromEnv ? 'LAMINATE_DEVICE' : 'device'} must be 'cpu', 'cuda', 'cuda:N' or 'auto' (got ${String(device)})`);
   const deviceIndex = gpu?.[1] === undefined ? 0 : Number(gpu[1]);
   if (gpu) {
     const cuda = cudaInfo();
