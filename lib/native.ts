@@ -64,14 +64,24 @@ export interface NativeModelSpec {
 export interface NativeStepEntry {
   sequence: number;
   tokens: Int32Array;
-  /** 0: none, 1: last position, 2: every position, 3: only the most likely token after the last position (chosen where the logits are) */
+  /** 0: none, 1: last position, 2: every position, 3: only the topK largest logits of the last position and their ids (found where the logits are) */
   logits: 0 | 1 | 2 | 3;
+  /** With logits 3: 1 to 64 (default 1, greedy). */
+  topK?: number;
+}
+
+export interface NativeStepResult {
+  logits: Float32Array;
+  rows: number[];
+  topK: number;
+  topValues: Float32Array;
+  topIds: Int32Array;
 }
 
 export interface NativeEngine {
   prefault(onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
-  /** logits: the rows asked for, in entry order; tokens: per entry, the greedy token (logits 3) or -1. */
-  step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<{ logits: Float32Array; rows: number[]; tokens: Int32Array }>;
+  /** logits: the rows asked for, in entry order; topValues and topIds: topK (the largest asked for) per entry with logits 3, in entry order, largest first. */
+  step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<NativeStepResult>;
   createSequence(): number;
   freeSequence(id: number): void;
   sequenceLength(id: number): number;

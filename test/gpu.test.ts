@@ -48,38 +48,52 @@ describe('CUDA, on any machine', () => {
   });
 });
 
-/** The engine's greedy token for a batch (logits mode 3) against the argmax, written here, of
- * the logits it returns for the same batch on fresh sequences. */
-async function checkGreedy(model: Model): Promise<void> {
+/** The engine's top k of a batch (logits mode 3; k = 1 is greedy) against the largest
+ * logits, sorted here, that it returns for the same batch on fresh sequences. */
+async function checkTop(model: Model): Promise<void> {
   const engine = model._engine();
   const prompts = [[1, 5, 9], [7], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]].map((p) => Int32Array.from(p));
-  const run = async (mode: 1 | 3) => {
+  const ks = [1, 5, 40];
+  const run = async (top: boolean) => {
     const seqs = prompts.map(() => engine.createSequence());
-    const out = await engine.step(prompts.map((tokens, i) => ({ sequence: seqs[i]!, tokens, logits: mode })), undefined);
+    const entry = (sequence: number, tokens: Int32Array, i: number) => (top ? { sequence, tokens, logits: 3 as const, topK: ks[i]! } : { sequence, tokens, logits: 1 as const });
+    const out = await engine.step(prompts.map((tokens, i) => entry(seqs[i]!, tokens, i)), undefined);
     // a decode step too (the recorded graph on a GPU)
-    const next = await engine.step(seqs.map((sequence, i) => ({ sequence, tokens: Int32Array.of(i + 3), logits: mode })), undefined);
+    const next = await engine.step(seqs.map((sequence, i) => entry(sequence, Int32Array.of(i + 3), i)), undefined);
     seqs.forEach((s) => engine.freeSequence(s));
     return [out, next];
   };
   const vocab = model.config.vocabSize;
-  const [a, b] = [await run(1), await run(3)];
+  const [full, top] = [await run(false), await run(true)];
   for (let s = 0; s < 2; s++) {
-    expect(b[s]!.logits.length).toBe(0);
-    expect(a[s]!.tokens).toEqual(Int32Array.of(-1, -1, -1));
-    const want = prompts.map((_, i) => {
-      const row = a[s]!.logits.subarray(i * vocab, (i + 1) * vocab);
-      let best = 0;
-      for (let j = 1; j < vocab; j++) if (row[j]! > row[best]!) best = j;
-      return best;
+    expect(top[s]!.logits.length).toBe(0);
+    expect(top[s]!.topK).toBe(40);
+    prompts.forEach((_, i) => {
+      const row = full[s]!.logits.subarray(i * vocab, (i + 1) * vocab);
+      const order = Array.from(row.keys()).sort((a, b) => row[b]! - row[a]! || a - b).slice(0, ks[i]);
+      const at = i * 40;
+      expect(Array.from(top[s]!.topIds.subarray(at, at + ks[i]!))).toEqual(order);
+      expect(Array.from(top[s]!.topValues.subarray(at, at + ks[i]!))).toEqual(order.map((j) => row[j]));
     });
-    expect(Array.from(b[s]!.tokens)).toEqual(want);
   }
 }
 
-describe('greedy tokens chosen by the engine', () => {
-  it('on the CPU: the argmax of the logits', async () => {
+/** Seeded top-k sampling draws the same tokens from the engine's top k as from whole rows of
+ * logits (asking for log-probabilities makes the generator take whole rows). */
+async function checkTopSampling(model: Model): Promise<void> {
+  for (const seed of [1, 2]) {
+    const options = { maxTokens: 8, stopAtEos: false, temperature: 0.9, topK: 30, topP: 0.95, minP: 0.01, seed };
+    const fromTop = await model.generate('The function', options);
+    const fromRows = await model.generate('The function', { ...options, logprobs: 1 });
+    expect(fromTop.tokens).toEqual(fromRows.tokens);
+  }
+}
+
+describe('top-k logits found by the engine', () => {
+  it('on the CPU: the largest logits, sorted; sampling from them draws what whole rows give', async () => {
     await using model = await loadModel(demo, { device: 'cpu' });
-    await checkGreedy(model);
+    await checkTop(model);
+    await checkTopSampling(model);
   });
 });
 
@@ -225,17 +239,18 @@ describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine on ${cuda.label}${cud
       for (let i = 0; i < a.length; i++) expect(relativeDifference(b[i]!, a[i]!), `output ${i}`).toBeLessThan(F32_TOLERANCE);
     });
 
-    it('greedy tokens chosen on the GPU are the argmax of its logits', async () => {
+    it('top-k logits found on the GPU are the largest of its logits', async () => {
       await using gpu = await loadModel(demo, { device: 'cuda' });
-      await checkGreedy(gpu);
+      await checkTop(gpu);
     });
 
-    it('generation on the GPU gives the CPU text (greedy, tokens chosen on the device)', async () => {
+    it('greedy generation on the GPU gives the CPU text; top-k sampling from the top k found on the GPU draws what the whole row gives', async () => {
       await using cpu = await loadModel(demo, { device: 'cpu' });
       await using gpu = await loadModel(demo, { device: 'cuda' });
       const a = await cpu.generate('The function', { maxTokens: 8, stopAtEos: false });
       const b = await gpu.generate('The function', { maxTokens: 8, stopAtEos: false });
       expect(b.tokens).toEqual(a.tokens);
+      await checkTopSampling(gpu);
     });
 
     it('a KV cache that does not fit is an Error with the numbers, and nothing is left allocated', async () => {

@@ -42,10 +42,10 @@ export class Request {
     return this.#finished;
   }
 
-  /** Whether the next token is the argmax of the logits and nothing else of them is needed:
-   * the engine may then choose it where the logits are and hand back only the token. */
-  get greedy(): boolean {
-    return this.#s.sampler.greedy && this.#s.logprobs === 0;
+  /** How many of the largest logits decide the next token (see Sampler.top); 0: all of them
+   * (also when log-probabilities are asked for). */
+  get top(): number {
+    return this.#s.logprobs === 0 ? this.#s.sampler.top : 0;
   }
 
   /** Chooses the token after `logits`; returns it, or null when the request is complete
@@ -62,11 +62,9 @@ export class Request {
     return this.#take(token, logprob);
   }
 
-  /** Takes `token`, which the engine chose for a greedy request, as the next one; returns
-   * it, or null when the request is complete. */
-  accept(token: number): number | null {
-    this.#s.sampler.observe([token]);
-    return this.#take(token, undefined);
+  /** Like next(), from the `top` largest logits (largest first) and their ids. */
+  nextFromTop(values: Float32Array, ids: Int32Array): number | null {
+    return this.#take(this.#s.sampler.sampleTop(values, ids), undefined);
   }
 
   #take(token: number, logprob: TokenLogprob | undefined): number | null {

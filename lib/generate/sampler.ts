@@ -162,6 +162,9 @@ export function candidates(logits: ArrayLike<number>, o: SamplerOptions): { ids:
   return { ids, probs: Float64Array.from(ids, (i) => p[i]!) };
 }
 
+/** The most logits a step hands back per row for top-k decoding (the engine's limit). */
+const MAX_TOP = 64;
+
 export class Sampler {
   readonly #options: SamplerOptions;
   readonly #random: Random;
@@ -175,11 +178,22 @@ export class Sampler {
     this.#random = new Random(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
-  /** Whether every choice is the most likely token as the model gives it (temperature 0, no
-   * penalties, no bias), so that it can be picked where the logits are. */
-  get greedy(): boolean {
+  /** How many of the largest logits decide every choice (1 when greedy; topK when drawing
+   * from the top k), or 0 when the whole row is needed (penalties, bias, no top-k). The
+   * engine can then find them where the logits are and hand back only those. */
+  get top(): number {
     const o = this.#options;
-    return (o.temperature ?? 0) === 0 && (o.repetitionPenalty ?? 1) === 1 && (o.presencePenalty ?? 0) === 0 && (o.frequencyPenalty ?? 0) === 0 && Object.keys(o.logitBias ?? {}).length === 0;
+    if ((o.repetitionPenalty ?? 1) !== 1 || (o.presencePenalty ?? 0) !== 0 || (o.frequencyPenalty ?? 0) !== 0 || Object.keys(o.logitBias ?? {}).length > 0) return 0;
+    if ((o.temperature ?? 0) === 0) return 1;
+    const k = o.topK ?? 0;
+    return k > 0 && k <= MAX_TOP ? k : 0;
+  }
+
+  /** Picks the next token from the `top` largest logits (values, largest first) and their ids. */
+  sampleTop(values: Float32Array, ids: Int32Array): number {
+    const token = (this.#options.temperature ?? 0) === 0 ? ids[0]! : ids[this.#draw(values, true)]!;
+    this.observe([token]);
+    return token;
   }
 
   /** Records tokens the penalties should count (the prompt, then each choice). */
@@ -191,13 +205,15 @@ export class Sampler {
   /** Picks the next token; `logits` is modified (bias and penalties). */
   sample(logits: Float32Array): number {
     applyPenalties(logits, this.#window > 0 ? this.#recent : [], this.#options);
-    const token = (this.#options.temperature ?? 0) === 0 ? argmax(logits) : this.#draw(logits);
+    const token = (this.#options.temperature ?? 0) === 0 ? argmax(logits) : this.#draw(logits, false);
     this.observe([token]);
     return token;
   }
 
-  #draw(logits: Float32Array): number {
-    const { ids, probs } = candidates(logits, this.#options);
+  /** A draw from the candidates of `logits` (with `top`, the top k logits alone: the filter
+   * of top k is already applied). */
+  #draw(logits: Float32Array, top: boolean): number {
+    const { ids, probs } = candidates(logits, top ? { ...this.#options, topK: 0 } : this.#options);
     let u = this.#random.next();
     for (let j = 0; j < ids.length; j++) {
       u -= probs[j]!;

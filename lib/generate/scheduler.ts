@@ -2,7 +2,7 @@
 // chunk, or its one new token), requests join and leave between passes, and KV cache
 // pages are promised to a request when it is admitted, so a pass never runs out of them.
 import { abortError } from '../errors.js';
-import type { NativeEngine, NativeStepEntry } from '../native.js';
+import type { NativeEngine, NativeStepEntry, NativeStepResult } from '../native.js';
 import type { Request } from './request.js';
 
 export interface SchedulerOptions {
@@ -136,13 +136,17 @@ export class Scheduler {
           batch.push({ job, count });
           budget -= count;
         }
-        // A greedy request gets its token from the engine, not a row of logits.
-        const entries: NativeStepEntry[] = batch.map(({ job, count }) => ({
-          sequence: job.sequence,
-          tokens: job.pending.subarray(job.fed, job.fed + count),
-          logits: job.fed + count < job.pending.length ? 0 : job.request.greedy ? 3 : 1,
-        }));
-        let result: { logits: Float32Array; rows: number[]; tokens: Int32Array };
+        // A request decided by the top k logits (greedy: k = 1) gets only those from the engine.
+        const entries: NativeStepEntry[] = batch.map(({ job, count }) => {
+          const top = job.request.top;
+          return {
+            sequence: job.sequence,
+            tokens: job.pending.subarray(job.fed, job.fed + count),
+            logits: job.fed + count < job.pending.length ? 0 : top > 0 ? 3 : 1,
+            ...(top > 0 ? { topK: top } : {}),
+          };
+        });
+        let result: NativeStepResult;
         try {
           result = await this.#run(() => this.#engine().step(entries, undefined));
         } catch (e) {
@@ -151,7 +155,7 @@ export class Scheduler {
         }
         if (this.#closed) break;
         const vocab = result.logits.length / Math.max(1, result.rows.reduce((a, b) => a + b, 0));
-        let row = 0;
+        let row = 0, topRow = 0;
         for (const [index, { job, count }] of batch.entries()) {
           for (let i = 0; i < count; i++) job.fedTokens.push(job.pending[job.fed + i]!);
           job.fed += count;
@@ -159,8 +163,11 @@ export class Scheduler {
           if (job.fed < job.pending.length) continue;
           let next: number | null;
           try {
-            if (entries[index]!.logits === 3) next = job.request.accept(result.tokens[index]!);
-            else next = job.request.next(result.logits.subarray(row * vocab, ++row * vocab));
+            const entry = entries[index]!;
+            if (entry.logits === 3) {
+              const at = topRow++ * result.topK, k = Math.min(entry.topK!, result.topK);
+              next = job.request.nextFromTop(result.topValues.subarray(at, at + k), result.topIds.subarray(at, at + k));
+            } else next = job.request.next(result.logits.subarray(row * vocab, ++row * vocab));
             // at the context limit the chosen token is the last one: it cannot be fed
             if (next !== null && job.length >= job.maxLength) {
               job.request.finish('length');

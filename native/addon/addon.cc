@@ -147,12 +147,16 @@ class StepWorker : public Napi::AsyncWorker {
     std::copy(result_.logits.begin(), result_.logits.end(), logits.Data());
     Napi::Array rows = Napi::Array::New(env, result_.rows.size());
     for (size_t i = 0; i < result_.rows.size(); i++) rows.Set(static_cast<uint32_t>(i), result_.rows[i]);
-    Napi::Int32Array tokens = Napi::Int32Array::New(env, result_.tokens.size());
-    std::copy(result_.tokens.begin(), result_.tokens.end(), tokens.Data());
+    Napi::Float32Array top_values = Napi::Float32Array::New(env, result_.top_values.size());
+    std::copy(result_.top_values.begin(), result_.top_values.end(), top_values.Data());
+    Napi::Int32Array top_ids = Napi::Int32Array::New(env, result_.top_ids.size());
+    std::copy(result_.top_ids.begin(), result_.top_ids.end(), top_ids.Data());
     Napi::Object out = Napi::Object::New(env);
     out.Set("logits", logits);
     out.Set("rows", rows);
-    out.Set("tokens", tokens);
+    out.Set("topK", result_.top_k);
+    out.Set("topValues", top_values);
+    out.Set("topIds", top_ids);
     deferred_.Resolve(out);
   }
   void OnError(const Napi::Error& e) override {
@@ -238,6 +242,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         Napi::Int32Array ta = toks.As<Napi::Int32Array>();
         e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
         e.logits = static_cast<LogitsWanted>(int_field(o, "logits", where, 0, 3));
+        if (e.logits == LogitsWanted::Top && o.Has("topK") && !o.Get("topK").IsUndefined())
+          e.top_k = static_cast<int>(int_field(o, "topK", where, 1, kMaxTopK));
         entries.push_back(std::move(e));
       }
       auto* w = new StepWorker(info.Env(), engine_, std::move(entries), info[1]);

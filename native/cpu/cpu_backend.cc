@@ -45,10 +45,11 @@ int32_t* CpuBackend::id_buffer(size_t count) {
   return ids_.data();
 }
 
-bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
-                          int32_t* host_ids) {
+bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids,
+                          int top, float* host_values, int32_t* host_ids) {
   std::memcpy(host, logits, static_cast<size_t>(rows) * vocab * sizeof(float));
-  std::memcpy(host_ids, ids, static_cast<size_t>(id_count) * sizeof(int32_t));
+  std::memcpy(host_values, values, static_cast<size_t>(top) * sizeof(float));
+  std::memcpy(host_ids, ids, static_cast<size_t>(top) * sizeof(int32_t));
   return true;
 }
 
@@ -160,14 +161,28 @@ void CpuBackend::embed(const DenseView& table, float* x) {
   for (int r = 0; r < batch_.tokens; r++) embed_row(table, batch_.ids[r], x + static_cast<int64_t>(r) * table.cols);
 }
 
-void CpuBackend::argmax(const float* logits, int rows, int vocab, int32_t* ids) {
+void CpuBackend::top_k(const float* logits, int rows, int vocab, int k, float* values, int32_t* ids) {
+  // (v, i) before (w, j): larger value, then lower index; NaN after every number
+  auto before = [](float v, int i, float w, int j) {
+    if (std::isnan(v)) return std::isnan(w) && i < j;
+    return std::isnan(w) || v > w || (v == w && i < j);
+  };
   for (int r = 0; r < rows; r++) {
     const float* row = logits + static_cast<int64_t>(r) * vocab;
-    int best = 0;
-    float value = -INFINITY;
-    for (int i = 0; i < vocab; i++)
-      if (row[i] > value) value = row[i], best = i;
-    ids[r] = best;
+    float* v = values + static_cast<int64_t>(r) * k;
+    int32_t* id = ids + static_cast<int64_t>(r) * k;
+    int have = 0;  // v/id hold the best `have` so far, in order
+    for (int i = 0; i < vocab; i++) {
+      if (have == k && !before(row[i], i, v[k - 1], id[k - 1])) continue;
+      int at = have < k ? have++ : k - 1;
+      while (at > 0 && before(row[i], i, v[at - 1], id[at - 1])) {
+        v[at] = v[at - 1];
+        id[at] = id[at - 1];
+        at--;
+      }
+      v[at] = row[i];
+      id[at] = i;
+    }
   }
 }
 

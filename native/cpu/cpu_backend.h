@@ -23,8 +23,8 @@ class CpuBackend : public Backend {
   float* buffer(Buffer which, size_t floats) override;
   bool begin_step(const StepBatch& batch) override;
   int32_t* id_buffer(size_t count) override;
-  bool end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
-                int32_t* host_ids) override;
+  bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids, int top,
+                float* host_values, int32_t* host_ids) override;
 
   void linear(const LinearCall* calls, int count, int m) override;
   void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override;
@@ -35,7 +35,7 @@ class CpuBackend : public Backend {
   void add(float* x, const float* y, int64_t n) override;
   void embed(const DenseView& table, float* x) override;
   void gather_rows(const float* x, int64_t n, float* out) override;
-  void argmax(const float* logits, int rows, int vocab, int32_t* ids) override;
+  void top_k(const float* logits, int rows, int vocab, int k, float* values, int32_t* ids) override;
 
  private:
   Isa isa_;

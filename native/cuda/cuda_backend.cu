@@ -177,7 +177,6 @@ class CudaBackend : public Backend {
       moved |= act_scale_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
       moved |= act_sum_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     }
-    moved |= argmax_values_.reserve(std::max(b.greedy_count, 1) * 4, "sampled tokens");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
     if (!flash_)
       moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
@@ -187,8 +186,9 @@ class CudaBackend : public Backend {
     replay_ = nullptr;
     capturing_ = false;
     if (!decode_ || !graphs_enabled_) return true;
+    // the shape: which rows want logits, how many sequences, how many rows want a top k, and k
     key_.assign(b.logit_rows, b.logit_rows + b.logit_count);
-    key_.push_back(-b.entries);
+    key_.insert(key_.end(), {-1, b.entries, b.top_count, b.top_k});
     auto it = graphs_.find(key_);
     if (it != graphs_.end()) {
       replay_ = it->second;
@@ -200,12 +200,12 @@ class CudaBackend : public Backend {
   }
 
   int32_t* id_buffer(size_t count) override {
-    if (ids_.reserve(count * 4, "sampled tokens")) drop_graphs();
+    if (ids_.reserve(count * 4, "top-k ids")) drop_graphs();
     return static_cast<int32_t*>(ids_.data);
   }
 
-  bool end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
-                int32_t* host_ids) override {
+  bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids, int top,
+                float* host_values, int32_t* host_ids) override {
     if (capturing_) {
       capturing_ = false;
       gpu::Graph* g = gpu::capture_end(stream_);
@@ -219,14 +219,18 @@ class CudaBackend : public Backend {
       replay_ = g;
     }
     if (replay_) gpu::graph_launch(replay_, stream_);
-    // Only what the host wants crosses: full rows of logits, and the greedy tokens.
-    const size_t bytes = static_cast<size_t>(rows) * vocab * 4, id_bytes = static_cast<size_t>(id_count) * 4;
-    staging(bytes + id_bytes);
+    // Only what the host wants crosses: full rows of logits, and the top-k values and ids.
+    const size_t bytes = static_cast<size_t>(rows) * vocab * 4, top_bytes = static_cast<size_t>(top) * 4;
+    staging(bytes + 2 * top_bytes);
     if (bytes > 0) gpu::copy_to_host(staging_, logits, bytes, stream_);
-    if (id_bytes > 0) gpu::copy_to_host(staging_ + bytes, ids, id_bytes, stream_);
+    if (top_bytes > 0) {
+      gpu::copy_to_host(staging_ + bytes, values, top_bytes, stream_);
+      gpu::copy_to_host(staging_ + bytes + top_bytes, ids, top_bytes, stream_);
+    }
     gpu::stream_sync(stream_);
     std::memcpy(host, staging_, bytes);
-    std::memcpy(host_ids, staging_ + bytes, id_bytes);
+    std::memcpy(host_values, staging_ + bytes, top_bytes);
+    std::memcpy(host_ids, staging_ + bytes + top_bytes, top_bytes);
     return true;
   }
 
@@ -288,9 +292,8 @@ class CudaBackend : public Backend {
   void gather_rows(const float* x, int64_t n, float* out) override {
     gpu::gather_rows(x, n, step_at<int>(layout_.logit_rows), batch_.logit_count, out, stream_);
   }
-  void argmax(const float* logits, int rows, int vocab, int32_t* ids) override {
-    // the values go to scratch (sized in begin_step): only the ids are read back
-    gpu::top_k(logits, rows, vocab, 1, static_cast<float*>(argmax_values_.data), ids, stream_);
+  void top_k(const float* logits, int rows, int vocab, int k, float* values, int32_t* ids) override {
+    gpu::top_k(logits, rows, vocab, k, values, ids, stream_);
   }
 
  private:
@@ -341,7 +344,7 @@ class CudaBackend : public Backend {
   int max_segments_ = 0;
 
   DeviceBuffer buffers_[static_cast<int>(Buffer::Count)];
-  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3], ids_, argmax_values_;
+  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3], ids_;
   char* staging_ = nullptr;
   size_t staging_bytes_ = 0;
   StepBatch batch_;

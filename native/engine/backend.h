@@ -40,8 +40,9 @@ struct StepBatch {
   int entries = 0;
   const float* cos_sin = nullptr;                   // [tokens, head_dim]: RoPE cosines, then sines
   const int* logit_rows = nullptr;                  // token rows whose logits are wanted
-  int logit_count = 0;                              // of which the last greedy_count want
-  int greedy_count = 0;                             // only the argmax
+  int logit_count = 0;                              // of which the last top_count want
+  int top_count = 0;                                // only their top_k largest
+  int top_k = 0;
 };
 
 // The weights the engine holds, for a backend that keeps its own copies.
@@ -51,7 +52,7 @@ struct WeightSet {
   DenseView embedding;
 };
 
-enum class Buffer : int { X, H, Q, K, V, Attention, Gate, Up, Rows, Logits, Count };
+enum class Buffer : int { X, H, Q, K, V, Attention, Gate, Up, Rows, Logits, TopValues, Count };
 
 class Backend {
  public:
@@ -66,15 +67,15 @@ class Backend {
   // A buffer of at least `floats` floats, kept between steps. Ask for every buffer of a
   // step before begin_step.
   virtual float* buffer(Buffer which, size_t floats) = 0;
-  virtual int32_t* id_buffer(size_t count) = 0;
+  virtual int32_t* id_buffer(size_t count) = 0;  // like buffer(), for top-k ids
   // Starts a step. False: the backend replays a step of this shape it recorded before, and
   // the caller goes straight to end_step.
   virtual bool begin_step(const StepBatch& batch) = 0;
   // Ends the step: copies rows x vocab logits from `logits` (a buffer) to `host`, and
-  // `id_count` ids from `ids` (id_buffer) to `host_ids`. False: the work was not done after
-  // all (a recording that failed); the caller issues it again.
-  virtual bool end_step(const float* logits, int rows, int vocab, float* host, const int32_t* ids, int id_count,
-                        int32_t* host_ids) = 0;
+  // `top` top-k values and ids (a buffer and id_buffer) to `host_values` and `host_ids`.
+  // False: the work was not done after all (a recording that failed); issue it again.
+  virtual bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids,
+                        int top, float* host_values, int32_t* host_ids) = 0;
   // Ends a step that failed or was aborted part way.
   virtual void cancel_step() {}
 
@@ -93,8 +94,9 @@ class Backend {
   virtual void embed(const DenseView& table, float* x) = 0;
   // out = the rows of x (n floats each) whose logits the step wants.
   virtual void gather_rows(const float* x, int64_t n, float* out) = 0;
-  // ids[r] = the index of the largest of row r of logits (NaN never wins; lowest index on a tie).
-  virtual void argmax(const float* logits, int rows, int vocab, int32_t* ids) = 0;
+  // The k largest of each row of logits, largest first, lowest index first among equals,
+  // NaN after every number: values and ids [rows, k].
+  virtual void top_k(const float* logits, int rows, int vocab, int k, float* values, int32_t* ids) = 0;
 };
 
 }  // namespace laminate

@@ -343,6 +343,8 @@ void Engine::step(const std::vector<StepEntry>& entries, StepResult& result, con
     if (!cache_->has_sequence(e.sequence)) throw Error("step: unknown sequence " + std::to_string(e.sequence));
     if (!seen.insert(e.sequence).second)
       throw Error("step: sequence " + std::to_string(e.sequence) + " appears twice in one batch");
+    if (e.logits == LogitsWanted::Top && (e.top_k < 1 || e.top_k > kMaxTopK))
+      throw Error("step: top k must be in [1, " + std::to_string(kMaxTopK) + "] (got " + std::to_string(e.top_k) + ")");
     if (e.tokens.empty()) throw Error("step: sequence " + std::to_string(e.sequence) + " has no tokens");
     for (int32_t t : e.tokens)
       if (t < 0 || t >= shape_.vocab)
@@ -381,16 +383,20 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
                 KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
 
   // The batch as flat token rows: id, position and page list of each; the rows whose
-  // logits are wanted (then those that want only the greedy token).
+  // logits are wanted (then those that want only their top k).
   std::vector<int32_t> tokens;
-  std::vector<int> positions, entry_tokens, wanted, greedy;
+  std::vector<int> positions, entry_tokens, wanted, top;
+  int K = 0;
   std::vector<const std::vector<int>*> pages;
   result.rows.clear();
   for (const StepEntry& e : entries) {
     const int start = cache_->length(e.sequence), n = static_cast<int>(e.tokens.size());
     const int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
     for (int j = n - count; j < n; j++) wanted.push_back(static_cast<int>(tokens.size()) + j);
-    if (e.logits == LogitsWanted::Greedy) greedy.push_back(static_cast<int>(tokens.size()) + n - 1);
+    if (e.logits == LogitsWanted::Top) {
+      top.push_back(static_cast<int>(tokens.size()) + n - 1);
+      K = std::max(K, std::min(e.top_k, s.vocab));  // k past the vocabulary: all of it
+    }
     result.rows.push_back(count);
     entry_tokens.push_back(n);
     for (int j = 0; j < n; j++) {
@@ -399,8 +405,8 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
       pages.push_back(&cache_->pages(e.sequence));
     }
   }
-  const int full = static_cast<int>(wanted.size()), G = static_cast<int>(greedy.size());
-  wanted.insert(wanted.end(), greedy.begin(), greedy.end());
+  const int full = static_cast<int>(wanted.size()), G = static_cast<int>(top.size());
+  wanted.insert(wanted.end(), top.begin(), top.end());
   const int T = static_cast<int>(tokens.size()), R = full + G;
 
   // Rotary angles of each position, computed in double precision once for all layers.
@@ -424,7 +430,8 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   float* up = be.buffer(Buffer::Up, T * I);
   float* rows = be.buffer(Buffer::Rows, std::max(R, 1) * H);
   float* logits = be.buffer(Buffer::Logits, static_cast<size_t>(std::max(R, 1)) * s.vocab);
-  int32_t* ids = be.id_buffer(std::max(G, 1));
+  float* top_values = be.buffer(Buffer::TopValues, std::max(G * K, 1));
+  int32_t* top_ids = be.id_buffer(std::max(G * K, 1));
 
   StepBatch batch;
   batch.tokens = T;
@@ -436,9 +443,12 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   batch.cos_sin = cos_sin_.data();
   batch.logit_rows = wanted.data();
   batch.logit_count = R;
-  batch.greedy_count = G;
+  batch.top_count = G;
+  batch.top_k = K;
   result.logits.assign(static_cast<size_t>(full) * s.vocab, 0.0f);
-  std::vector<int32_t> chosen(G);
+  result.top_k = K;
+  result.top_values.assign(static_cast<size_t>(G) * K, 0.0f);
+  result.top_ids.assign(static_cast<size_t>(G) * K, 0);
   // The step's operations (recorded rather than run when the backend records a decode step).
   auto issue = [&] {
     // Token embeddings.
@@ -482,21 +492,19 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
       be.rmsnorm(rows, final_norm_, s.rms_norm_eps, R, s.hidden, h);
       const LinearCall head = {lm_head_, h, H, logits, s.vocab};
       be.linear(&head, 1, R);
-      if (G > 0) be.argmax(logits + static_cast<size_t>(full) * s.vocab, G, s.vocab, ids);
+      if (G > 0) be.top_k(logits + static_cast<size_t>(full) * s.vocab, G, s.vocab, K, top_values, top_ids);
     }
   };
   try {
     do {
       if (be.begin_step(batch)) issue();
       if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-    } while (!be.end_step(logits, full, s.vocab, result.logits.data(), ids, G, chosen.data()));
+    } while (!be.end_step(logits, full, s.vocab, result.logits.data(), top_values, top_ids, G * K,
+                          result.top_values.data(), result.top_ids.data()));
   } catch (...) {
     be.cancel_step();
     throw;
   }
-  result.tokens.assign(entries.size(), -1);
-  for (size_t e = 0, g = 0; e < entries.size(); e++)
-    if (entries[e].logits == LogitsWanted::Greedy) result.tokens[e] = chosen[g++];
 }
 
 }  // namespace laminate

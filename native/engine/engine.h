@@ -17,19 +17,26 @@
 
 namespace laminate {
 
-// Greedy: only the most likely next token (chosen where the logits are, lowest id on a tie).
-enum class LogitsWanted : int { None = 0, Last = 1, All = 2, Greedy = 3 };
+// Top: only the top_k largest logits of the last position and their ids, found where the
+// logits are (largest first, lowest id first among equals): greedy and top-k decoding.
+enum class LogitsWanted : int { None = 0, Last = 1, All = 2, Top = 3 };
+constexpr int kMaxTopK = 64;
 
 struct StepEntry {
   int sequence = 0;
   std::vector<int32_t> tokens;
   LogitsWanted logits = LogitsWanted::Last;
+  int top_k = 1;  // with LogitsWanted::Top, 1 .. kMaxTopK
 };
 
 struct StepResult {
   std::vector<float> logits;      // [rows, vocab], rows in entry order
   std::vector<int> rows;          // logit rows per entry
-  std::vector<int32_t> tokens;    // per entry: the greedy token (LogitsWanted::Greedy), else -1
+  // The entries that asked for LogitsWanted::Top, in order: top_k (the largest k asked for,
+  // at most the vocabulary) values and ids each.
+  int top_k = 0;
+  std::vector<float> top_values;
+  std::vector<int32_t> top_ids;
 };
 
 class Engine {
