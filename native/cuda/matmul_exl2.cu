@@ -10,33 +10,27 @@ namespace laminate::gpu {
 
 namespace {
 
-// Quad P (rows 4P .. 4P + 3) of one column of a segment of width B; w is that column's word
-// at the segment's first qrow (qrows 32 words apart). See Exl2View for the layout.
-template <int B>
-LM_DEVICE uint32_t exl2_quad(const uint32_t* __restrict__ w, int P) {
+// Quad P (rows 4P .. 4P + 3) of one column of a segment of width B, as four int8 operands;
+// word(i) is that column's word at the segment's qrow i. See Exl2View for the layout. Codes
+// of 2..6 bits are below 128 and are used as they are (the zero point comes out later as
+// z * sum(x)); 8-bit codes become q - 128.
+template <int B, class Word>
+LM_DEVICE uint32_t exl2_operand(Word word, int P) {
   constexpr int quads_per_chunk = exl2_chunk_rows(B) / 4, wpc = exl2_chunk_words(B);
   constexpr int slots = exl2_quad_slots(B), spare = exl2_quad_spare(B), main = wpc * slots;
   constexpr uint32_t mask = 0x01010101u * ((1u << B) - 1u);
-  const int p = P % quads_per_chunk;
-  const uint32_t* chunk = w + (P / quads_per_chunk) * wpc * 32;
-  if (p < main) return (chunk[(p / slots) * 32] >> ((p % slots) * B)) & mask;
+  const int p = P % quads_per_chunk, chunk = (P / quads_per_chunk) * wpc;
   uint32_t q = 0;
-  if constexpr (spare > 0) {
+  if (p < main) {
+    q = (word(chunk + p / slots) >> ((p % slots) * B)) & mask;
+  } else if constexpr (spare > 0) {
     const int j = p - main;
 #pragma unroll
     for (int i = 0; i < B; i++) {
       const int t = j * B + i;
-      q |= ((chunk[(t / spare) * 32] >> (slots * B + t % spare)) & 0x01010101u) << i;
+      q |= ((word(chunk + t / spare) >> (slots * B + t % spare)) & 0x01010101u) << i;
     }
   }
-  return q;
-}
-
-// Quad P of a segment as four int8 operands: codes of 2..6 bits are below 128 and are used
-// as they are (the zero point comes out later as z * sum(x)); 8-bit codes become q - 128.
-template <int B>
-LM_DEVICE uint32_t exl2_operand(const uint32_t* __restrict__ w, int P) {
-  const uint32_t q = exl2_quad<B>(w, P);
   return B == 8 ? q ^ 0x80808080u : q;
 }
 
@@ -69,24 +63,59 @@ __global__ void quantize_kernel(Exl2Weight w, const float* __restrict__ x, int m
 }
 
 // Decode: a block of 16 warps per 32 output columns (lane = column); the warps share the
-// segments and add their partial sums at the end. M rows of activations at once.
+// segments, two at a time (their words loaded before either is decoded, so that more loads
+// are in flight), and add their partial sums at the end. M rows of activations at once.
+constexpr int kGemvWarps = 16;
+constexpr int kSegmentWords = 8;  // at most 32 rows of 8 bits
+
+// The words of a segment's column (qrows * 32 apart in the repacked layout, lane = column).
+LM_DEVICE void load_segment(const uint32_t* __restrict__ column, const Exl2Group& s, uint32_t words[kSegmentWords]) {
+  const uint32_t* at = column + static_cast<int64_t>(s.qrow_start) * 32;
+  const int count = s.rows * s.bits / 32;
+#pragma unroll
+  for (int i = 0; i < kSegmentWords; i++) words[i] = i < count ? at[i * 32] : 0u;
+}
+
 template <int B, int M>
-LM_DEVICE void gemv_segment(const uint32_t* __restrict__ col, const Exl2Group& s, const int8_t* __restrict__ xq,
+LM_DEVICE void gemv_segment(const uint32_t words[kSegmentWords], const Exl2Group& s, const int8_t* __restrict__ xq,
                             int64_t ldq, int acc[M]) {
+  auto word = [&](int i) { return words[i]; };
 #pragma unroll
   for (int P = 0; P < 8; P++) {
     if (4 * P >= s.rows) break;
-    const int q = static_cast<int>(exl2_operand<B>(col, P));
+    const int q = static_cast<int>(exl2_operand<B>(word, P));
 #pragma unroll
     for (int r = 0; r < M; r++)
       acc[r] = dp4a(q, *reinterpret_cast<const int*>(xq + r * ldq + s.row_start + 4 * P), acc[r]);
   }
 }
 
-constexpr int kGemvWarps = 16;
+// Adds segment si (its words in registers) to out.
+template <int M>
+LM_DEVICE void gemv_add(const Exl2Weight& w, const Exl2Activations& a, int si, const Exl2Group& s,
+                        const uint32_t words[kSegmentWords], int64_t n, float out[M]) {
+  int acc[M];
+#pragma unroll
+  for (int r = 0; r < M; r++) acc[r] = 0;
+  switch (s.bits) {
+    case 8: gemv_segment<8, M>(words, s, a.q, a.ldq, acc); break;
+    case 6: gemv_segment<6, M>(words, s, a.q, a.ldq, acc); break;
+    case 5: gemv_segment<5, M>(words, s, a.q, a.ldq, acc); break;
+    case 4: gemv_segment<4, M>(words, s, a.q, a.ldq, acc); break;
+    case 3: gemv_segment<3, M>(words, s, a.q, a.ldq, acc); break;
+    default: gemv_segment<2, M>(words, s, a.q, a.ldq, acc); break;
+  }
+  const float cs = column_scale(w, s, n);
+  const int z = zero_point(s.bits);
+#pragma unroll
+  for (int r = 0; r < M; r++) {
+    const int64_t at = static_cast<int64_t>(r) * w.segment_count + si;
+    out[r] += a.scale[at] * cs * static_cast<float>(acc[r] - z * a.sum[at]);
+  }
+}
 
 template <int M>
-__global__ void gemv_kernel(Exl2Weight w, Exl2Activations a, float* __restrict__ y, int64_t ldy,
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(Exl2Weight w, Exl2Activations a, float* __restrict__ y, int64_t ldy,
                             const float* __restrict__ bias) {
   const int lane = threadIdx.x, warp = threadIdx.y;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * 32 + lane;
@@ -94,27 +123,15 @@ __global__ void gemv_kernel(Exl2Weight w, Exl2Activations a, float* __restrict__
   float out[M];
 #pragma unroll
   for (int r = 0; r < M; r++) out[r] = 0.0f;
-  for (int si = warp; si < w.segment_count; si += kGemvWarps) {
-    const Exl2Group s = w.segments[si];
-    const uint32_t* col = base + static_cast<int64_t>(s.qrow_start) * 32;
-    int acc[M];
-#pragma unroll
-    for (int r = 0; r < M; r++) acc[r] = 0;
-    switch (s.bits) {
-      case 8: gemv_segment<8, M>(col, s, a.q, a.ldq, acc); break;
-      case 6: gemv_segment<6, M>(col, s, a.q, a.ldq, acc); break;
-      case 5: gemv_segment<5, M>(col, s, a.q, a.ldq, acc); break;
-      case 4: gemv_segment<4, M>(col, s, a.q, a.ldq, acc); break;
-      case 3: gemv_segment<3, M>(col, s, a.q, a.ldq, acc); break;
-      default: gemv_segment<2, M>(col, s, a.q, a.ldq, acc); break;
-    }
-    const float cs = column_scale(w, s, n);
-    const int z = zero_point(s.bits);
-#pragma unroll
-    for (int r = 0; r < M; r++) {
-      const int64_t at = static_cast<int64_t>(r) * w.segment_count + si;
-      out[r] += a.scale[at] * cs * static_cast<float>(acc[r] - z * a.sum[at]);
-    }
+  for (int s0 = warp; s0 < w.segment_count; s0 += 2 * kGemvWarps) {
+    const int s1 = s0 + kGemvWarps;
+    const bool two = s1 < w.segment_count;
+    const Exl2Group g0 = w.segments[s0], g1 = w.segments[two ? s1 : s0];
+    uint32_t w0[kSegmentWords], w1[kSegmentWords];
+    load_segment(base, g0, w0);
+    if (two) load_segment(base, g1, w1);
+    gemv_add<M>(w, a, s0, g0, w0, n, out);
+    if (two) gemv_add<M>(w, a, s1, g1, w1, n, out);
   }
   __shared__ float part[kGemvWarps][M][32];
 #pragma unroll
@@ -140,8 +157,9 @@ LM_DEVICE void mma_codes(const uint32_t* __restrict__ block_words, const Exl2Gro
 #pragma unroll
   for (int nt = 0; nt < kMmaTilesN; nt++) {
     const uint32_t* col = block_words + nt * 8 + g;
-    b[nt][0] = 4 * t < s.rows ? exl2_operand<B>(col, t) : 0u;
-    b[nt][1] = 16 + 4 * t < s.rows ? exl2_operand<B>(col, 4 + t) : 0u;
+    auto word = [&](int i) { return col[i * 32]; };
+    b[nt][0] = 4 * t < s.rows ? exl2_operand<B>(word, t) : 0u;
+    b[nt][1] = 16 + 4 * t < s.rows ? exl2_operand<B>(word, 4 + t) : 0u;
   }
 }
 

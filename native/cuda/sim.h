@@ -38,6 +38,7 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> bo
 }  // namespace laminate::sim
 
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __host__
 #define __forceinline__ inline
