@@ -27,6 +27,7 @@ echo "build: rc $build, $(( $(date +%s) - t0 )) s"
 [ $build -eq 0 ] || { tail -30 "$out/build.log"; exit 1; }
 export LAMINATE_CUDA_ADDON="$PWD/build-cuda/Release/laminate.node"
 node -e "import('./dist/index.js').then((l) => console.log(JSON.stringify(l.cudaInfo())))" | tee "$out/cuda-info.json"
+grep -q '"devices":\[{' "$out/cuda-info.json" || { echo "the CUDA build sees no GPU: nothing to check here"; exit 1; }
 
 t0=$(date +%s)
 npx vitest run test/gpu.test.ts test/exl2.test.ts --reporter=verbose > "$out/test-gpu.log" 2>&1

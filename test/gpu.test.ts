@@ -118,7 +118,7 @@ function roundTo(x: number, dtype: 'F16' | 'BF16'): number {
   return sign * (1 + man / 1024) * 2 ** (exp - 15);
 }
 
-describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine on ${cuda.label}${cuda.skip}`, () => {
+describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine${cuda.label ? ` on ${cuda.label}` : ''}${cuda.skip}`, () => {
   const addon = cuda.addon!;
 
   it('dense matmul: the row kernel against float64, the tensor-core kernel against float64 of activations rounded to the weight type', () => {

@@ -23,10 +23,10 @@ struct DeviceBuffer {
   // True when the buffer had to move (what was recorded with the old address is stale).
   bool reserve(size_t want, const char* what) {
     if (want <= bytes) return false;
+    const size_t grown = std::max(want, bytes * 3 / 2);
     gpu::device_free(data);
     data = nullptr;
     bytes = 0;
-    const size_t grown = std::max(want, bytes * 3 / 2);
     data = gpu::device_alloc(grown, what);
     bytes = grown;
     return true;
@@ -39,6 +39,23 @@ struct DeviceLinear {
   gpu::Exl2Weight e;
   gpu::DenseWeight d;
   const float* bias = nullptr;
+};
+
+// Page-locked host memory that grows on demand (its old contents are not kept).
+struct HostBuffer {
+  char* data = nullptr;
+  size_t bytes = 0;
+  char* reserve(size_t want) {
+    if (want > bytes) {
+      gpu::host_free(data);
+      data = nullptr;
+      bytes = 0;
+      data = static_cast<char*>(gpu::host_alloc(want * 2));
+      bytes = want * 2;
+    }
+    return data;
+  }
+  ~HostBuffer() { gpu::host_free(data); }
 };
 
 // The arrays a step describes itself with, laid out one after another in one device
@@ -64,7 +81,6 @@ class CudaBackend : public Backend {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     for (void* p : owned_) gpu::device_free(p);
     gpu::device_free(kv_.base);
-    gpu::host_free(staging_);
     gpu::stream_destroy(stream_);
   }
 
@@ -151,8 +167,8 @@ class CudaBackend : public Backend {
     L.tiles = align(L.logit_rows + std::max(b.logit_count, 1) * 4);
     L.end = align(L.tiles + std::max(tile_count_, 1) * sizeof(gpu::QueryTile));
     if (step_.reserve(L.end, "the step's arrays")) drop_graphs();
-    staging(L.end);
-    char* h = staging_;
+    // (the previous step has ended: no copy from this buffer is in flight)
+    char* h = upload_.reserve(L.end);
     std::memcpy(h + L.ids, b.ids, T * 4);
     std::memcpy(h + L.positions, b.positions, T * 4);
     int* sequence = reinterpret_cast<int*>(h + L.sequence);
@@ -166,17 +182,16 @@ class CudaBackend : public Backend {
     std::memcpy(h + L.cos_sin, b.cos_sin, static_cast<size_t>(T) * D * 4);
     if (b.logit_count > 0) std::memcpy(h + L.logit_rows, b.logit_rows, b.logit_count * 4);
     if (tile_count_ > 0) std::memcpy(h + L.tiles, tiles.data(), tile_count_ * sizeof(gpu::QueryTile));
-    gpu::copy_to_device(step_.data, staging_, L.end, stream_);
+    gpu::copy_to_device(step_.data, h, L.end, stream_);
 
-    // Scratch of the kernels: int8 activations of up to three EXL2 linears at once, and the
-    // partial results of split-KV attention.
+    // Scratch of the kernels: the int8 activations of an EXL2 linear (one at a time: the
+    // stream orders each layer's rounding after the previous layer's use), and the partial
+    // results of split-KV attention.
     bool moved = false;
     const size_t ldq = (max_k_ + 15) / 16 * 16;
-    for (int c = 0; c < 3; c++) {
-      moved |= act_q_[c].reserve(std::max<size_t>(1, T * ldq), "EXL2 activations");
-      moved |= act_scale_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
-      moved |= act_sum_[c].reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
-    }
+    moved |= act_q_.reserve(std::max<size_t>(1, T * ldq), "EXL2 activations");
+    moved |= act_scale_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
+    moved |= act_sum_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
     if (!flash_)
       moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
@@ -221,16 +236,16 @@ class CudaBackend : public Backend {
     if (replay_) gpu::graph_launch(replay_, stream_);
     // Only what the host wants crosses: full rows of logits, and the top-k values and ids.
     const size_t bytes = static_cast<size_t>(rows) * vocab * 4, top_bytes = static_cast<size_t>(top) * 4;
-    staging(bytes + 2 * top_bytes);
-    if (bytes > 0) gpu::copy_to_host(staging_, logits, bytes, stream_);
+    char* h = download_.reserve(bytes + 2 * top_bytes);
+    if (bytes > 0) gpu::copy_to_host(h, logits, bytes, stream_);
     if (top_bytes > 0) {
-      gpu::copy_to_host(staging_ + bytes, values, top_bytes, stream_);
-      gpu::copy_to_host(staging_ + bytes + top_bytes, ids, top_bytes, stream_);
+      gpu::copy_to_host(h + bytes, values, top_bytes, stream_);
+      gpu::copy_to_host(h + bytes + top_bytes, ids, top_bytes, stream_);
     }
     gpu::stream_sync(stream_);
-    std::memcpy(host, staging_, bytes);
-    std::memcpy(host_values, staging_ + bytes, top_bytes);
-    std::memcpy(host_ids, staging_ + bytes + top_bytes, top_bytes);
+    std::memcpy(host, h, bytes);
+    std::memcpy(host_values, h + bytes, top_bytes);
+    std::memcpy(host_ids, h + bytes + top_bytes, top_bytes);
     return true;
   }
 
@@ -249,10 +264,10 @@ class CudaBackend : public Backend {
       const DeviceLinear& d = device_linear(call.weight);
       if (d.exl2) {
         gpu::Exl2Activations a;
-        a.q = static_cast<int8_t*>(act_q_[c % 3].data);
+        a.q = static_cast<int8_t*>(act_q_.data);
         a.ldq = (max_k_ + 15) / 16 * 16;
-        a.scale = static_cast<float*>(act_scale_[c % 3].data);
-        a.sum = static_cast<int32_t*>(act_sum_[c % 3].data);
+        a.scale = static_cast<float*>(act_scale_.data);
+        a.sum = static_cast<int32_t*>(act_sum_.data);
         gpu::exl2_quantize(d.e, call.x, m, call.ldx, a, stream_);
         gpu::exl2_matmul(d.e, a, m, call.y, call.ldy, d.bias, stream_);
       } else {
@@ -318,15 +333,6 @@ class CudaBackend : public Backend {
     if (it == vectors_.end()) throw Error("CUDA: a vector was used before it was uploaded");
     return it->second;
   }
-  // Pinned host memory of at least `bytes`, for the copies of a step.
-  void staging(size_t bytes) {
-    if (bytes <= staging_bytes_) return;
-    gpu::host_free(staging_);
-    staging_ = nullptr;
-    staging_bytes_ = 0;
-    staging_ = static_cast<char*>(gpu::host_alloc(bytes * 2));
-    staging_bytes_ = bytes * 2;
-  }
   void drop_graphs() {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     graphs_.clear();
@@ -344,9 +350,8 @@ class CudaBackend : public Backend {
   int max_segments_ = 0;
 
   DeviceBuffer buffers_[static_cast<int>(Buffer::Count)];
-  DeviceBuffer step_, partial_, act_q_[3], act_scale_[3], act_sum_[3], ids_;
-  char* staging_ = nullptr;
-  size_t staging_bytes_ = 0;
+  DeviceBuffer step_, partial_, act_q_, act_scale_, act_sum_, ids_;
+  HostBuffer upload_, download_;  // the step's arrays; what it hands back
   StepBatch batch_;
   StepLayout layout_{};
   bool decode_ = false, flash_ = false;
