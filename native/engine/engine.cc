@@ -271,7 +271,8 @@ void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<voi
     progress(done, total);
   }
   if (backend_->owns_weights()) {
-    // The device takes its copy; then the host's copies of the EXL2 codes are dropped.
+    // The device takes its copy; then the host's copies (repacked EXL2 codes, the mapped
+    // files' pages) are dropped.
     const uint64_t base = done;
     backend_->upload(weight_set(), [&](uint64_t bytes) {
       check();
@@ -282,6 +283,7 @@ void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<voi
       r.view->repacked.reset();
       r.view->q_weight = nullptr;
     }
+    for (auto& f : files_) f->release(0, f->size());
     progress(total, total);
     return;
   }
