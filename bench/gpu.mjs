@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // GPU benchmark (npm run bench:gpu): a Mistral-7B-shaped model in EXL2 at 4.25 bits per
-// weight (6-bit head) made of random codes, so no multi-GB download or conversion is
-// needed; decode tok/s at batch 1, 8 and 32, prefill tok/s for 512 and 2048 tokens, the
-// 48-layer depth-upscaled shape ([0,24) + [8,32) of a 32-layer model), the device-to-device copy bandwidth as the limit of decode, and PyTorch fp16 on
-// the same shapes where python3 has torch with CUDA.
-// The 48-layer model is written with its own (random) layers, so that its decode reads 48
-// layers of weights as the merged model does.
+// weight (6-bit head) made of random codes and written to a temporary directory, so nothing
+// is downloaded or converted; decode tok/s at batch 1, 8 and 32, prefill tok/s for 512 and
+// 2048 tokens; the 48-layer depth-upscaled shape ([0,24) + [8,32) of 32 layers, written with
+// 48 layers of its own so that decode reads 48 layers of weights); the device-to-device copy
+// bandwidth, the limit of decode; PyTorch fp16 on the same shapes where python3 has torch
+// with CUDA (bench/gpu_torch.py).
 //   node bench/gpu.mjs [--out DIR] [--shape 7b|small] [--steps 64] [--batches 1,8,32] [--prefill 512,2048] [--keep]
 // Results: one JSON line per measurement on stdout, and DIR/gpu.json.
 import { spawnSync } from 'node:child_process';
