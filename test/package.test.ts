@@ -1,7 +1,7 @@
 // The packed tarball installs into a fresh project and loads its prebuilt binary with no
 // compiler on the PATH, through the package's own exports.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -19,8 +19,10 @@ function npmCli(): string {
 
 describe('npm package', () => {
   it('a fresh install of the packed tarball loads the prebuilt addon without a compiler', async () => {
+    // (re)built when missing or older than a native source
     const platformDir = join(projectRoot, 'prebuilds', `${process.platform}-${process.arch}`);
-    if (!existsSync(platformDir) || readdirSync(platformDir).length === 0)
+    const newest = (dir: string): number => Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+    if (!existsSync(platformDir) || readdirSync(platformDir).length === 0 || newest(platformDir) < newest(join(projectRoot, 'native')))
       execFileSync(process.execPath, [npmCli(), 'run', 'prebuild'], { cwd: projectRoot, stdio: 'ignore' });
     const packed = execFileSync(process.execPath, [npmCli(), 'pack', '--json', '--pack-destination', work], { cwd: projectRoot, encoding: 'utf8' });
     const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('['))) as [{ filename: string; files: { path: string }[] }];
