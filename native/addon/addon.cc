@@ -207,16 +207,6 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return *engine_;
   }
 
-  template <class F>
-  Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
-    try {
-      return f();
-    } catch (const std::exception& e) {
-      js_error(info.Env(), e).ThrowAsJavaScriptException();
-      return info.Env().Undefined();
-    }
-  }
-
   Napi::Value prefault(const Napi::CallbackInfo& info) {
     return guarded(info, [&]() -> Napi::Value {
       live();

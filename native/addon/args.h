@@ -92,4 +92,15 @@ inline Napi::Error js_error(Napi::Env env, const std::exception& e) {
   return err;
 }
 
+// Runs f, turning a C++ exception into a pending JavaScript Error.
+template <class F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    js_error(info.Env(), e).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+}
+
 }  // namespace laminate

@@ -20,16 +20,6 @@ Napi::Float32Array float_array(const Napi::Value& v, const std::string& what, si
   return a;
 }
 
-template <class F>
-Napi::Value guarded(const Napi::CallbackInfo& info, F f) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    js_error(info.Env(), e).ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-}
-
 // cudaDenseMatmul(w: Float32Array | Uint16Array, dtype, n, k, x, m, tensorCores) -> y [m, n]
 Napi::Value dense_matmul(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
