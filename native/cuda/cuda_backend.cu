@@ -14,8 +14,6 @@ namespace laminate {
 
 namespace {
 
-std::string mib(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
-
 // A device allocation that grows on demand and remembers whether it moved.
 struct DeviceBuffer {
   void* data = nullptr;
@@ -121,7 +119,7 @@ class CudaBackend : public Backend {
         d.e.perm = static_cast<const int32_t*>(copy(v.perm.data(), v.perm.size() * 4, "EXL2 permutation"));
         d.e.n = lw->rows;
         d.e.k = lw->cols;
-        max_k_ = std::max<int64_t>(max_k_, lw->cols);
+        ldq_ = std::max<int64_t>(ldq_, (lw->cols + 15) / 16 * 16);
         max_segments_ = std::max(max_segments_, d.e.segment_count);
       } else {
         d.d = {copy(lw->dense.data, lw->rows * lw->cols * dtype_size(lw->dense.dtype), "a weight"), lw->dense.dtype, lw->rows, lw->cols};
@@ -188,8 +186,7 @@ class CudaBackend : public Backend {
     // stream orders each layer's rounding after the previous layer's use), and the partial
     // results of split-KV attention.
     bool moved = false;
-    const size_t ldq = (max_k_ + 15) / 16 * 16;
-    moved |= act_q_.reserve(std::max<size_t>(1, T * ldq), "EXL2 activations");
+    moved |= act_q_.reserve(std::max<size_t>(1, T * ldq_), "EXL2 activations");
     moved |= act_scale_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     moved |= act_sum_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
@@ -265,7 +262,7 @@ class CudaBackend : public Backend {
       if (d.exl2) {
         gpu::Exl2Activations a;
         a.q = static_cast<int8_t*>(act_q_.data);
-        a.ldq = (max_k_ + 15) / 16 * 16;
+        a.ldq = ldq_;
         a.scale = static_cast<float*>(act_scale_.data);
         a.sum = static_cast<int32_t*>(act_sum_.data);
         gpu::exl2_quantize(d.e, call.x, m, call.ldx, a, stream_);
@@ -346,7 +343,7 @@ class CudaBackend : public Backend {
   std::unordered_map<const LinearWeight*, DeviceLinear> linears_;
   std::unordered_map<const float*, const float*> vectors_;
   gpu::DenseWeight embedding_;
-  int64_t max_k_ = 0;
+  int64_t ldq_ = 0;  // row stride of int8 activations: the widest EXL2 input, to 16
   int max_segments_ = 0;
 
   DeviceBuffer buffers_[static_cast<int>(Buffer::Count)];
@@ -377,8 +374,8 @@ CudaBackendMade make_cuda_backend(const CudaBackendOptions& o) {
   const uint64_t margin = uint64_t(256) << 20;  // activations and kernel scratch
   if (o.weight_bytes + kv + margin > free_bytes)
     throw Error("device 'cuda': not enough free memory on GPU " + std::to_string(o.device) + " (" + name + "): the weights need " +
-                mib(o.weight_bytes) + " and the KV cache " + mib(kv) + " (plus " + mib(margin) + " of working space), " +
-                mib(free_bytes) + " of " + mib(total_bytes) + " are free. Lower kvCacheTokens or contextSize, or use a smaller model or quantization");
+                gpu::mib(o.weight_bytes) + " and the KV cache " + gpu::mib(kv) + " (plus " + gpu::mib(margin) + " of working space), " +
+                gpu::mib(free_bytes) + " of " + gpu::mib(total_bytes) + " are free. Lower kvCacheTokens or contextSize, or use a smaller model or quantization");
   auto backend = std::make_unique<CudaBackend>(o);
   CudaBackendMade made;
   made.kv_bytes = backend->kv_bytes();

@@ -12,7 +12,7 @@
 
 namespace laminate::gpu {
 
-static std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
+std::string mib(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
 
 #if defined(__CUDACC__)
 

@@ -3,12 +3,16 @@
 // reason.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 
 #include "compat.h"
 
 namespace laminate::gpu {
+
+// "123 MiB", for messages about device memory.
+std::string mib(uint64_t bytes);
 
 // Makes `device` current for the calling thread; its name.
 void set_device(int device);
