@@ -8,7 +8,7 @@ import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import type { SchedulerOptions } from '../generate/scheduler.js';
 import { abortFlag, cudaAddon, native, packageRoot, type NativeEngine, type NativeModelSpec } from '../native.js';
-import { cudaInfo, type Isa } from '../system.js';
+import { cudaInfo, type CudaInfo, type Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { MergeConfig } from '../merge/config.js';
 import { isMergeConfig, planVirtualMerge } from '../merge/virtual.js';
@@ -71,9 +71,8 @@ async function generationEos(dir: string): Promise<number[]> {
  * The engine on the device asked for. 'auto' tries a real GPU (not the simulator) and falls
  * back to the CPU when the CUDA engine cannot be made (for instance, too little free memory).
  */
-function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', deviceIndex: number, asked: string): NativeEngine {
-  if (want !== 'cpu') {
-    const cuda = cudaInfo();
+function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda: CudaInfo | undefined, deviceIndex: number, asked: string): NativeEngine {
+  if (want !== 'cpu' && cuda) {
     const addon = cudaAddon().addon;
     if (addon && cuda.devices.length > 0 && (want === 'cuda' || !cuda.simulated)) {
       try {
@@ -114,8 +113,8 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   const gpu = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
   if (!gpu && device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: ${fromEnv ? 'LAMINATE_DEVICE' : 'device'} must be 'cpu', 'cuda', 'cuda:N' or 'auto' (got ${String(device)})`);
   const deviceIndex = gpu?.[1] === undefined ? 0 : Number(gpu[1]);
-  if (gpu) {
-    const cuda = cudaInfo();
+  const cuda = device === 'cpu' ? undefined : cudaInfo();
+  if (gpu && cuda) {
     if (cuda.devices.length === 0) throw new Error(`loadModel: device '${device}' cannot be used: ${cuda.reason ?? 'no CUDA device'}`);
     if (!cuda.devices.some((d) => d.index === deviceIndex)) throw new Error(`loadModel: device '${device}' cannot be used: there is no GPU ${deviceIndex} (the CUDA build sees ${cuda.devices.map((d) => `${d.index}: ${d.name}`).join(', ')})`);
   }
@@ -139,7 +138,7 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   const isa = options.isa ?? (process.env['LAMINATE_ISA'] || 'auto');
   const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
 
-  const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', deviceIndex, device);
+  const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', cuda, deviceIndex, device);
   const abort = abortFlag(signal);
   try {
     await engine.prefault(onProgress ? (loaded, total) => onProgress({ phase: 'weights', loaded, total }) : undefined, abort.flag);
