@@ -55,6 +55,19 @@ void dense_matmul(const DenseWeight& w, const float* x, int m, int64_t ldx, floa
 void dense_matmul_kernel(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
                          const float* bias, bool tensor_cores, cudaStream_t s);
 
+#if defined(LAMINATE_CUDA_SIM)
+// The device pointers of the argument structs, for the simulator's launch checks (sim.h).
+using PointerVisit = std::function<void(const void*)>;
+inline void device_pointers(const Exl2Weight& w, const PointerVisit& f) {
+  for (const void* p : {static_cast<const void*>(w.q_weight), static_cast<const void*>(w.q_scale),
+                        static_cast<const void*>(w.scale_table), static_cast<const void*>(w.segments),
+                        static_cast<const void*>(w.perm)})
+    f(p);
+}
+inline void device_pointers(const Exl2Activations& a, const PointerVisit& f) { f(a.q), f(a.scale), f(a.sum); }
+inline void device_pointers(const DenseWeight& w, const PointerVisit& f) { f(w.data); }
+#endif
+
 // Elementwise and row operations.
 void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y, cudaStream_t s);
 // cos_sin: [m, head_dim], per row head_dim / 2 cosines then head_dim / 2 sines.
@@ -82,6 +95,11 @@ struct StepTokens {
 };
 void write_kv(const KvPages& kv, int layer, const StepTokens& t, const float* k, const float* v, cudaStream_t s);
 
+#if defined(LAMINATE_CUDA_SIM)
+inline void device_pointers(const KvPages& kv, const PointerVisit& f) { f(kv.base); }
+inline void device_pointers(const StepTokens& t, const PointerVisit& f) { f(t.positions), f(t.sequence), f(t.page_table); }
+#endif
+
 // A run of consecutive query tokens of one sequence (flash attention tiles).
 struct QueryTile {
   int first_token = 0, count = 0;
@@ -93,6 +111,11 @@ struct AttentionArgs {
   float* out = nullptr;
   StepTokens t;
 };
+#if defined(LAMINATE_CUDA_SIM)
+inline void device_pointers(const AttentionArgs& a, const PointerVisit& f) {
+  device_pointers(a.kv, f), device_pointers(a.t, f), f(a.q), f(a.out);
+}
+#endif
 constexpr int kSplitPositions = 256;  // positions per split of the decode kernel
 // Split-KV decode: splits * kSplitPositions must cover the longest sequence. partial holds
 // tokens * heads * splits * (head_dim + 2) floats.

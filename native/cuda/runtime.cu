@@ -1,10 +1,12 @@
 #include "runtime.h"
 
-#include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -131,9 +133,36 @@ struct SimStream {
 
 namespace laminate::gpu {
 
-// The simulated device's memory: enough for the models the tests run.
+// The simulated device's memory: enough for the models the tests run. Every allocation is
+// recorded, so that the simulator can refuse what a GPU would fault on or the CUDA runtime
+// would reject: a kernel argument or copy outside device memory (a host pointer, or a range
+// past an allocation's end), and allocating, freeing or waiting while a graph is recorded.
 static constexpr size_t kSimMemory = size_t(4) << 30;
-static std::atomic<size_t> sim_in_use{0};
+static std::mutex sim_mutex;
+static std::map<uintptr_t, size_t> sim_allocations;  // start -> bytes
+static size_t sim_in_use = 0;
+static thread_local int sim_capturing = 0;  // graphs this thread records (capture mode ThreadLocal)
+
+// Whether [p, p + bytes) lies in one allocation.
+static bool sim_device_range(const void* p, size_t bytes) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(sim_mutex);
+  auto it = sim_allocations.upper_bound(at);
+  if (it == sim_allocations.begin()) return false;
+  --it;
+  return at - it->first <= it->second && bytes <= it->second - (at - it->first);
+}
+static void require_device(const void* p, size_t bytes, const char* what) {
+  if (!sim_device_range(p, bytes))
+    throw Error(std::string("CUDA simulator: ") + what + " of " + std::to_string(bytes) +
+                " bytes is not inside one device allocation");
+}
+static void require_host(const void* p, const char* what) {
+  if (p && sim_device_range(p, 0)) throw Error(std::string("CUDA simulator: ") + what + " is given device memory for host memory");
+}
+static void no_capture(const char* what) {
+  if (sim_capturing > 0) throw Error(std::string("CUDA simulator: ") + what + " while a graph is being recorded");
+}
 
 void set_device(int device) {
   if (device != 0) throw Error("CUDA simulator: there is one device, 0 (asked for " + std::to_string(device) + ")");
@@ -141,27 +170,41 @@ void set_device(int device) {
 std::string device_name(int) { return "laminate CUDA simulator"; }
 
 void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  no_capture("cudaMemGetInfo");
+  std::lock_guard<std::mutex> lock(sim_mutex);
   *free_bytes = kSimMemory - sim_in_use;
   *total_bytes = kSimMemory;
 }
 void* device_alloc(size_t bytes, const char* what) {
+  no_capture("cudaMalloc");
+  std::lock_guard<std::mutex> lock(sim_mutex);
   if (bytes > kSimMemory - sim_in_use)
     throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what + " (out of memory; " +
                 mib(kSimMemory - sim_in_use) + " free of " + mib(kSimMemory) + ")");
-  auto* p = static_cast<size_t*>(std::malloc(bytes + 16));
+  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);  // as cudaMalloc aligns
   if (!p) throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what);
-  p[0] = bytes;
+  sim_allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
   sim_in_use += bytes;
-  return p + 2;
+  return p;
 }
 void device_free(void* p) {
   if (!p) return;
-  size_t* base = static_cast<size_t*>(p) - 2;
-  sim_in_use -= base[0];
-  std::free(base);
+  no_capture("cudaFree");
+  std::lock_guard<std::mutex> lock(sim_mutex);
+  auto it = sim_allocations.find(reinterpret_cast<uintptr_t>(p));
+  if (it == sim_allocations.end()) throw Error("CUDA simulator: cudaFree of a pointer cudaMalloc did not return");
+  sim_in_use -= it->second;
+  sim_allocations.erase(it);
+  std::free(p);
 }
-void* host_alloc(size_t bytes) { return std::malloc(bytes ? bytes : 1); }
-void host_free(void* p) { std::free(p); }
+void* host_alloc(size_t bytes) {
+  no_capture("cudaMallocHost");
+  return std::malloc(bytes ? bytes : 1);
+}
+void host_free(void* p) {
+  no_capture("cudaFreeHost");
+  std::free(p);
+}
 
 cudaStream_t stream_create() { return new SimStream; }
 void stream_destroy(cudaStream_t s) { delete s; }
@@ -170,17 +213,24 @@ static void no_capture(cudaStream_t s, const char* what) {
 }
 void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   no_capture(s, "copy to device");
+  require_device(dst, bytes, "the destination of a copy to the device");
+  require_host(src, "a copy to the device");
   std::memcpy(dst, src, bytes);
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   no_capture(s, "copy to host");
+  require_device(src, bytes, "the source of a copy to the host");
+  require_host(dst, "a copy to the host");
   std::memcpy(dst, src, bytes);
 }
 void copy_on_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  require_device(dst, bytes, "the destination of a copy on the device");
+  require_device(src, bytes, "the source of a copy on the device");
   if (s->capturing) s->recorded.push_back([=] { std::memmove(dst, src, bytes); });
   else std::memmove(dst, src, bytes);
 }
 void memset_device(void* dst, int value, size_t bytes, cudaStream_t s) {
+  require_device(dst, bytes, "a memset");
   if (s->capturing) s->recorded.push_back([=] { std::memset(dst, value, bytes); });
   else std::memset(dst, value, bytes);
 }
@@ -191,15 +241,20 @@ struct Graph {
   std::vector<std::function<void()>> work;
 };
 void capture_begin(cudaStream_t s) {
+  if (!s->capturing) sim_capturing++;
   s->capturing = true;
   s->recorded.clear();
 }
-Graph* capture_end(cudaStream_t s) {
+static void capture_stop(cudaStream_t s) {
+  if (s->capturing) sim_capturing--;
   s->capturing = false;
+}
+Graph* capture_end(cudaStream_t s) {
+  capture_stop(s);
   return new Graph{std::move(s->recorded)};
 }
 void capture_abort(cudaStream_t s) {
-  s->capturing = false;
+  capture_stop(s);
   s->recorded.clear();
 }
 void graph_launch(Graph* g, cudaStream_t s) {
@@ -215,6 +270,18 @@ float time_ms(cudaStream_t s, const std::function<void()>& work) {
 }
 
 bool stream_capturing(cudaStream_t s) { return s && s->capturing; }
+
+}  // namespace laminate::gpu
+
+namespace laminate::sim {
+bool in_device_memory(const void* p) { return !p || gpu::sim_device_range(p, 0); }
+void host_pointer_argument(const char* kernel, int index) {
+  throw Error(std::string("CUDA simulator: argument ") + std::to_string(index) + " of " + kernel +
+              " points outside device memory (a GPU would fault on it)");
+}
+}  // namespace laminate::sim
+
+namespace laminate::gpu {
 void stream_record(cudaStream_t s, std::function<void()> work) { s->recorded.push_back(std::move(work)); }
 
 #endif

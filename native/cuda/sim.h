@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <type_traits>
+#include <utility>
 
 #include "../core/dtype.h"
 
@@ -34,6 +36,32 @@ void warp_exchange(const void* mine, int bytes, const std::function<void(const u
 
 // Runs kernel body `body` over grid x block threads, or records it when `stream` is capturing.
 void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
+
+// Whether p is null or points into an allocation of simulated device memory (runtime.cu).
+bool in_device_memory(const void* p);
+[[noreturn]] void host_pointer_argument(const char* kernel, int index);
+
+// A GPU faults on a host pointer that a kernel dereferences; the simulator, whose device
+// memory is host memory, would not. So every launch checks its arguments: raw pointers, and
+// the pointers of argument structs that declare them with an overload of
+// device_pointers(const S&, const std::function<void(const void*)>&) (see kernels.h).
+template <class T, class = void>
+struct DeclaresPointers : std::false_type {};
+template <class T>
+struct DeclaresPointers<T, std::void_t<decltype(device_pointers(std::declval<const T&>(),
+                                                                std::declval<const std::function<void(const void*)>&>()))>>
+    : std::true_type {};
+
+template <class T>
+void check_argument(const char* kernel, int index, const T& v) {
+  if constexpr (std::is_pointer_v<T>) {
+    if (!in_device_memory(v)) host_pointer_argument(kernel, index);
+  } else if constexpr (DeclaresPointers<T>::value) {
+    device_pointers(v, [&](const void* p) {
+      if (!in_device_memory(p)) host_pointer_argument(kernel, index);
+    });
+  }
+}
 
 }  // namespace laminate::sim
 
@@ -75,19 +103,26 @@ inline T atomicAdd(T* p, T v) {  // fibers never interleave between barriers
 }
 
 #define LM_LAUNCH(kernel, grid, block, stream) \
-  ::laminate::sim::launcher((grid), (block), (stream), [&](auto... args) { return [=]() { kernel(args...); }; })
+  ::laminate::sim::launcher(#kernel, (grid), (block), (stream), [&](auto... args) { return [=]() { kernel(args...); }; })
 
 namespace laminate::sim {
 template <class Bind>
 struct Launcher {
+  const char* name;
   dim3 grid, block;
   cudaStream_t stream;
   Bind bind;
   template <class... A>
-  void operator()(A... args) const { launch(grid, block, stream, bind(args...)); }
+  void operator()(A... args) const {
+    int index = 0;
+    (check_argument(name, index++, args), ...);
+    launch(grid, block, stream, bind(args...));
+  }
 };
 template <class Bind>
-Launcher<Bind> launcher(dim3 grid, dim3 block, cudaStream_t stream, Bind bind) { return {grid, block, stream, bind}; }
+Launcher<Bind> launcher(const char* name, dim3 grid, dim3 block, cudaStream_t stream, Bind bind) {
+  return {name, grid, block, stream, bind};
+}
 }  // namespace laminate::sim
 
 namespace laminate::gpu {
