@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -45,16 +47,22 @@ struct HostBuffer {
   size_t bytes = 0;
   char* reserve(size_t want) {
     if (want > bytes) {
+      const size_t grown = std::max(want, bytes * 3 / 2);
       gpu::host_free(data);
       data = nullptr;
       bytes = 0;
-      data = static_cast<char*>(gpu::host_alloc(want * 2));
-      bytes = want * 2;
+      data = static_cast<char*>(gpu::host_alloc(grown));
+      bytes = grown;
     }
     return data;
   }
   ~HostBuffer() { gpu::host_free(data); }
 };
+
+// Graphs kept at once (a decode step of each batch shape): past this, all are dropped.
+constexpr size_t kMaxGraphs = 64;
+// Grid dimensions y and z, which some kernels give a step's tokens, are at most 65535.
+constexpr int kMaxStepTokens = 65535;
 
 // The arrays a step describes itself with, laid out one after another in one device
 // buffer (and a pinned host twin), so one copy moves them all.
@@ -76,6 +84,10 @@ class CudaBackend : public Backend {
     context_splits_ = (o.shape.context + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
   }
   ~CudaBackend() override {
+    try {
+      gpu::set_device(o_.device);
+    } catch (const Error&) {
+    }
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     for (void* p : owned_) gpu::device_free(p);
     gpu::device_free(kv_.base);
@@ -128,7 +140,10 @@ class CudaBackend : public Backend {
     }
   }
 
+  // Every entry point makes the backend's GPU current first: steps run on pool threads,
+  // whose current device is 0 until set.
   float* buffer(Buffer which, size_t floats) override {
+    gpu::set_device(o_.device);
     if (buffers_[static_cast<int>(which)].reserve(floats * 4, "activations")) drop_graphs();
     return static_cast<float*>(buffers_[static_cast<int>(which)].data);
   }
@@ -137,6 +152,9 @@ class CudaBackend : public Backend {
     gpu::set_device(o_.device);
     batch_ = b;
     const int T = b.tokens, D = o_.shape.head_dim;
+    if (T > kMaxStepTokens)
+      throw Error("CUDA: a step of " + std::to_string(T) + " tokens is more than one step takes (" +
+                  std::to_string(kMaxStepTokens) + "); pass the prompt in parts");
     decode_ = true;
     for (int e = 0; e < b.entries; e++) decode_ = decode_ && b.entry_tokens[e] == 1;
     flash_ = !decode_ && D <= 128;
@@ -194,7 +212,8 @@ class CudaBackend : public Backend {
       moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
     if (moved) drop_graphs();
 
-    // Decode steps are recorded once per shape (sequences, logit rows) and replayed.
+    // Decode steps are recorded per shape and replayed. A shape runs eagerly the first time
+    // (its kernels are loaded and run once outside a recording) and is recorded the second.
     replay_ = nullptr;
     capturing_ = false;
     if (!decode_ || !graphs_enabled_) return true;
@@ -206,25 +225,30 @@ class CudaBackend : public Backend {
       replay_ = it->second;
       return false;
     }
+    if (seen_.insert(key_).second) return true;
+    if (graphs_.size() >= kMaxGraphs) drop_graphs();
     gpu::capture_begin(stream_);
     capturing_ = true;
     return true;
   }
 
   int32_t* id_buffer(size_t count) override {
+    gpu::set_device(o_.device);
     if (ids_.reserve(count * 4, "top-k ids")) drop_graphs();
     return static_cast<int32_t*>(ids_.data);
   }
 
   bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids, int top,
                 float* host_values, int32_t* host_ids) override {
+    gpu::set_device(o_.device);
     if (capturing_) {
       capturing_ = false;
       gpu::Graph* g = gpu::capture_end(stream_);
       if (!g) {
         // Recording is not possible here: the caller runs the step again, eagerly, as every
-        // later step.
+        // later step (once the step's arrays have been copied: begin_step rewrites them).
         graphs_enabled_ = false;
+        gpu::stream_sync(stream_);
         return false;
       }
       graphs_[key_] = g;
@@ -240,19 +264,27 @@ class CudaBackend : public Backend {
       gpu::copy_to_host(h + bytes + top_bytes, ids, top_bytes, stream_);
     }
     gpu::stream_sync(stream_);
-    std::memcpy(host, h, bytes);
-    std::memcpy(host_values, h + bytes, top_bytes);
-    std::memcpy(host_ids, h + bytes + top_bytes, top_bytes);
+    if (bytes > 0) std::memcpy(host, h, bytes);
+    if (top_bytes > 0) {
+      std::memcpy(host_values, h + bytes, top_bytes);
+      std::memcpy(host_ids, h + bytes + top_bytes, top_bytes);
+    }
     return true;
   }
 
   void cancel_step() override {
-    if (capturing_) gpu::capture_abort(stream_);
-    capturing_ = false;
     try {
+      gpu::set_device(o_.device);
+      if (capturing_) {
+        // A step that failed while it was recorded: later steps run eagerly.
+        gpu::capture_abort(stream_);
+        graphs_enabled_ = false;
+      }
+      capturing_ = false;
       gpu::stream_sync(stream_);
     } catch (const Error&) {
     }
+    capturing_ = false;
   }
 
   void linear(const LinearCall* calls, int count, int m) override {
@@ -358,6 +390,7 @@ class CudaBackend : public Backend {
   gpu::Graph* replay_ = nullptr;
   std::vector<int> key_;
   std::map<std::vector<int>, gpu::Graph*> graphs_;
+  std::set<std::vector<int>> seen_;  // shapes run once
 };
 
 }  // namespace
@@ -368,6 +401,11 @@ CudaBackendMade make_cuda_backend(const CudaBackendOptions& o) {
     throw Error("device 'cuda': head_dim " + std::to_string(s.head_dim) + " is not supported (32, 64, 128 or 256)");
   gpu::set_device(o.device);
   const std::string name = gpu::device_name(o.device);
+  const int cc = gpu::compute_capability(o.device);
+  if (cc < 80)
+    throw Error("device 'cuda': GPU " + std::to_string(o.device) + " (" + name + ") has compute capability " +
+                std::to_string(cc / 10) + "." + std::to_string(cc % 10) +
+                "; the CUDA kernels need 8.0 or later (A100, RTX 30xx and newer)");
   size_t free_bytes = 0, total_bytes = 0;
   gpu::memory_info(&free_bytes, &total_bytes);
   const uint64_t kv = static_cast<uint64_t>(o.max_pages) * o.layers * 2 * s.kv_heads * o.page_size * s.head_dim * 2;

@@ -36,6 +36,8 @@ CudaProbe cuda_probe() {
     p.error = describe(e);
     return p;
   }
+  int current = 0;
+  const bool restore = cudaGetDevice(&current) == cudaSuccess;
   for (int i = 0; i < count; i++) {
     cudaDeviceProp prop;
     const cudaError_t pe = cudaGetDeviceProperties(&prop, i);
@@ -53,6 +55,8 @@ CudaProbe cuda_probe() {
     if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) d.free_bytes = free_bytes;
     p.devices.push_back(d);
   }
+  if (restore) cudaSetDevice(current);  // free memory is read with each device made current
+  cudaGetLastError();
   if (p.devices.empty() && p.error.empty()) p.error = "no CUDA device";
   return p;
 }

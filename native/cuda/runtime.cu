@@ -18,9 +18,34 @@ std::string mib(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 
 
 #if defined(__CUDACC__)
 
+// Errors after which the CUDA context of the process is unusable: every later call fails.
+static bool context_lost(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorInvalidPc:
+    case cudaErrorHardwareStackError:
+    case cudaErrorAssert:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable: return true;
+    default: return false;
+  }
+}
+
 static void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  if (e == cudaSuccess) return;
+  std::string message = std::string("CUDA: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  if (context_lost(e)) message += ". The GPU context of this process is lost: restart the process to use the GPU again";
+  throw Error(message);
+}
+
+// Calls whose failure is not reported (releasing resources) must not leave their error to
+// be picked up by the next check_launch.
+static void ignore(cudaError_t e) {
+  if (e != cudaSuccess && !context_lost(e)) cudaGetLastError();
 }
 
 void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
@@ -28,6 +53,12 @@ std::string device_name(int device) {
   cudaDeviceProp prop;
   check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   return prop.name;
+}
+int compute_capability(int device) {
+  int major = 0, minor = 0;
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
+  return major * 10 + minor;
 }
 
 void memory_info(size_t* free_bytes, size_t* total_bytes) { check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo"); }
@@ -45,7 +76,7 @@ void* device_alloc(size_t bytes, const char* what) {
   return p;
 }
 void device_free(void* p) {
-  if (p) cudaFree(p);
+  if (p) ignore(cudaFree(p));
 }
 void* host_alloc(size_t bytes) {
   void* p = nullptr;
@@ -53,7 +84,7 @@ void* host_alloc(size_t bytes) {
   return p;
 }
 void host_free(void* p) {
-  if (p) cudaFreeHost(p);
+  if (p) ignore(cudaFreeHost(p));
 }
 
 cudaStream_t stream_create() {
@@ -61,7 +92,7 @@ cudaStream_t stream_create() {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   return s;
 }
-void stream_destroy(cudaStream_t s) { cudaStreamDestroy(s); }
+void stream_destroy(cudaStream_t s) { ignore(cudaStreamDestroy(s)); }
 void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "copy to device");
 }
@@ -81,29 +112,29 @@ struct Graph {
 void capture_begin(cudaStream_t s) { check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture"); }
 Graph* capture_end(cudaStream_t s) {
   cudaGraph_t graph = nullptr;
-  if (cudaStreamEndCapture(s, &graph) != cudaSuccess || !graph) {
-    cudaGetLastError();
+  const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+  if (ended != cudaSuccess || !graph) {
+    ignore(ended);
     return nullptr;
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) {
-    cudaGetLastError();
+    ignore(e);
     return nullptr;
   }
   return new Graph{exec};
 }
 void capture_abort(cudaStream_t s) {
   cudaGraph_t graph = nullptr;
-  cudaStreamEndCapture(s, &graph);
+  ignore(cudaStreamEndCapture(s, &graph));
   if (graph) cudaGraphDestroy(graph);
-  cudaGetLastError();
 }
 void graph_launch(Graph* g, cudaStream_t s) { check(cudaGraphLaunch(g->exec, s), "graph launch"); }
 void graph_destroy(Graph* g) {
   if (!g) return;
-  cudaGraphExecDestroy(g->exec);
+  ignore(cudaGraphExecDestroy(g->exec));
   delete g;
 }
 
@@ -111,14 +142,14 @@ float time_ms(cudaStream_t s, const std::function<void()>& work) {
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
-  cudaEventRecord(a, s);
+  check(cudaEventRecord(a, s), "event");
   work();
-  cudaEventRecord(b, s);
+  check(cudaEventRecord(b, s), "event");
   check(cudaEventSynchronize(b), "timing");
   float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  check(cudaEventElapsedTime(&ms, a, b), "timing");
+  ignore(cudaEventDestroy(a));
+  ignore(cudaEventDestroy(b));
   return ms;
 }
 
@@ -168,6 +199,7 @@ void set_device(int device) {
   if (device != 0) throw Error("CUDA simulator: there is one device, 0 (asked for " + std::to_string(device) + ")");
 }
 std::string device_name(int) { return "laminate CUDA simulator"; }
+int compute_capability(int) { return 80; }
 
 void memory_info(size_t* free_bytes, size_t* total_bytes) {
   no_capture("cudaMemGetInfo");
@@ -181,8 +213,9 @@ void* device_alloc(size_t bytes, const char* what) {
   if (bytes > kSimMemory - sim_in_use)
     throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what + " (out of memory; " +
                 mib(kSimMemory - sim_in_use) + " free of " + mib(kSimMemory) + ")");
-  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);  // as cudaMalloc aligns
-  if (!p) throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what);
+  void* p = nullptr;  // aligned as cudaMalloc aligns, and exactly `bytes` long for memory checkers
+  if (posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) != 0)
+    throw Error(std::string("CUDA: cannot allocate ") + mib(bytes) + " for " + what);
   sim_allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
   sim_in_use += bytes;
   return p;

@@ -17,6 +17,8 @@ std::string mib(uint64_t bytes);
 // Makes `device` current for the calling thread; its name.
 void set_device(int device);
 std::string device_name(int device);
+// Compute capability as major * 10 + minor (86 for 8.6).
+int compute_capability(int device);
 // Bytes free and in all on the current device.
 void memory_info(size_t* free_bytes, size_t* total_bytes);
 void* device_alloc(size_t bytes, const char* what);
