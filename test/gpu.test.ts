@@ -179,15 +179,18 @@ describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine${cuda.label ? ` on ${
   describe('whole models against the CPU engine', () => {
     const dirs: string[] = [];
     afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-    let f32Dir = '', longDir = '';
+    let f32Dir = '', longDir = '', wideDir = '';
     beforeAll(async () => {
       // F32 weights (row kernels only), head_dim 64 and a sliding window of 6 positions
       f32Dir = tmpDir('laminate-gpu-');
       longDir = tmpDir('laminate-gpu-');
-      dirs.push(f32Dir, longDir);
+      wideDir = tmpDir('laminate-gpu-');
+      dirs.push(f32Dir, longDir, wideDir);
       await writeTinyCheckpoint(f32Dir, { hidden: 128, intermediate: 256, layers: 2, heads: 4, kvHeads: 2, headDim: 64, vocab: 300, dtype: 'F32', seed: 31, slidingWindow: 6, maxPositions: 256 });
       // a small BF16 model for a long context
       await writeTinyCheckpoint(longDir, { hidden: 128, intermediate: 256, layers: 2, heads: 4, kvHeads: 1, headDim: 32, vocab: 300, dtype: 'BF16', seed: 32, maxPositions: 1024 });
+      // head_dim 256: prompts go through the split-KV kernels, not flash attention
+      await writeTinyCheckpoint(wideDir, { hidden: 128, intermediate: 256, layers: 2, heads: 2, kvHeads: 1, headDim: 256, vocab: 300, dtype: 'F32', seed: 33, maxPositions: 512 });
     });
 
     // Tolerances, as max |difference| over max |logit|. The GPU keeps keys and values in
@@ -251,6 +254,17 @@ describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine${cuda.label ? ` on ${
         return out;
       });
       for (let i = 0; i < a.length; i++) expect(relativeDifference(b[i]!, a[i]!), `output ${i}`).toBeLessThan(BF16_TOLERANCE);
+    });
+
+    it('head_dim 256: a prompt through the split-KV kernels, its tokens taken in parts that fit the scratch memory', async () => {
+      const [a, b] = await both(wideDir, async (m) => {
+        const seq = m.createSequence();
+        const out = await m.step([{ sequence: seq, tokens: Array.from({ length: 40 }, (_, j) => (j * 17 + 5) % 300), logits: 'all' }]);
+        for (let t = 0; t < 3; t++) out.push(...(await m.step([{ sequence: seq, tokens: [(t * 31 + 4) % 300] }])));
+        seq.dispose();
+        return out;
+      });
+      for (let i = 0; i < a.length; i++) expect(relativeDifference(b[i]!, a[i]!), `output ${i}`).toBeLessThan(F32_TOLERANCE);
     });
 
     it('top-k logits found on the GPU are the largest of its logits', async () => {

@@ -61,6 +61,13 @@ struct HostBuffer {
 
 // Graphs kept at once (a decode step of each batch shape): past this, all are dropped.
 constexpr size_t kMaxGraphs = 64;
+// Split-KV attention's partial results, at most (tokens are taken in parts to fit). The
+// simulator's is small, so that the tests' steps are taken in parts too.
+#if defined(LAMINATE_CUDA_SIM)
+constexpr size_t kPartialBytes = size_t(16) << 10;
+#else
+constexpr size_t kPartialBytes = size_t(64) << 20;
+#endif
 // Grid dimensions y and z, which some kernels give a step's tokens, are at most 65535.
 constexpr int kMaxStepTokens = 65535;
 
@@ -208,8 +215,11 @@ class CudaBackend : public Backend {
     moved |= act_scale_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     moved |= act_sum_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
-    if (!flash_)
-      moved |= partial_.reserve(static_cast<size_t>(T) * o_.shape.heads * splits_ * (D + 2) * 4, "attention scratch");
+    if (!flash_) {
+      const size_t per_token = static_cast<size_t>(o_.shape.heads) * splits_ * (D + 2) * 4;
+      split_tokens_ = static_cast<int>(std::clamp<size_t>(kPartialBytes / per_token, 1, T));
+      moved |= partial_.reserve(split_tokens_ * per_token, "attention scratch");
+    }
     if (moved) drop_graphs();
 
     // Decode steps are recorded per shape and replayed. A shape runs eagerly the first time
@@ -326,7 +336,17 @@ class CudaBackend : public Backend {
     a.out = c.out;
     a.t = tokens();
     if (flash_) gpu::attention_prefill(a, step_at<gpu::QueryTile>(layout_.tiles), tile_count_, stream_);
-    else gpu::attention_decode(a, splits_, static_cast<float*>(partial_.data), stream_);
+    else
+      for (int t0 = 0; t0 < batch_.tokens; t0 += split_tokens_) {  // in parts that fit the scratch
+        gpu::AttentionArgs part = a;
+        const int64_t row = static_cast<int64_t>(t0) * c.heads * c.head_dim;
+        part.q = c.q + row;
+        part.out = c.out + row;
+        part.t.tokens = std::min(split_tokens_, batch_.tokens - t0);
+        part.t.positions += t0;
+        part.t.sequence += t0;
+        gpu::attention_decode(part, splits_, static_cast<float*>(partial_.data), stream_);
+      }
   }
   void swiglu(float* gate, const float* up, int64_t n) override { gpu::swiglu(gate, up, n, stream_); }
   void add(float* x, const float* y, int64_t n) override { gpu::add(x, y, n, stream_); }
@@ -384,7 +404,7 @@ class CudaBackend : public Backend {
   StepBatch batch_;
   StepLayout layout_{};
   bool decode_ = false, flash_ = false;
-  int tile_count_ = 0, splits_ = 1;
+  int tile_count_ = 0, splits_ = 1, split_tokens_ = 1;
 
   bool graphs_enabled_ = true, capturing_ = false;
   gpu::Graph* replay_ = nullptr;
