@@ -21,6 +21,8 @@ if ! command -v node >/dev/null; then
   export PATH="/tmp/laminate-node/bin:$PATH"
 fi
 [ -d node_modules ] || tar -xJf .gpu/node_modules.tar.xz || { echo "no node_modules, and no .gpu/node_modules.tar.xz"; exit 1; }
+# the packages' commands, run by node itself (the packed node comes without npm and npx)
+bin() { node "node_modules/.bin/$1" "${@:2}"; }
 echo "node $(node --version), $(nproc) cores"
 if [ $rehearse -eq 0 ]; then
   nvidia-smi > "$out/nvidia-smi.txt" 2>&1
@@ -29,19 +31,19 @@ if [ $rehearse -eq 0 ]; then
 fi
 
 t0=$(date +%s)
-npx tsc -p tsconfig.json > "$out/build.log" 2>&1 && chmod +x dist/cli/main.js
+bin tsc -p tsconfig.json > "$out/build.log" 2>&1 && chmod +x dist/cli/main.js
 cpu_build=0
 if [ ! -f build/Release/laminate.node ]; then
   # the CPU addon (node-gyp-build finds it in build/Release), beside the CUDA build
-  npx cmake-js compile --out build > "$out/build-cpu.log" 2>&1 &
+  bin cmake-js compile --out build > "$out/build-cpu.log" 2>&1 &
   cpu_build=$!
 fi
 if [ $rehearse -eq 1 ]; then
   variant=build-sim
-  npx cmake-js compile --out build-sim --CDLAMINATE_CUDA_SIM=ON >> "$out/build.log" 2>&1
+  bin cmake-js compile --out build-sim --CDLAMINATE_CUDA_SIM=ON >> "$out/build.log" 2>&1
 else
   variant=build-cuda
-  npx cmake-js compile --out build-cuda --CDLAMINATE_CUDA=ON ${arch:+--CDCMAKE_CUDA_ARCHITECTURES=$arch} >> "$out/build.log" 2>&1
+  bin cmake-js compile --out build-cuda --CDLAMINATE_CUDA=ON ${arch:+--CDCMAKE_CUDA_ARCHITECTURES=$arch} >> "$out/build.log" 2>&1
 fi
 build=$?
 if [ $cpu_build -ne 0 ]; then
@@ -54,7 +56,7 @@ node -e "import('./dist/index.js').then((l) => console.log(JSON.stringify({ cpu:
 grep -q '"devices":\[{' "$out/cuda-info.json" || { echo "the CUDA build sees no GPU: nothing to check here"; exit 1; }
 
 t0=$(date +%s)
-npx vitest run test/gpu.test.ts test/exl2.test.ts --reporter=verbose > "$out/test-gpu.log" 2>&1
+bin vitest run test/gpu.test.ts test/exl2.test.ts --reporter=verbose > "$out/test-gpu.log" 2>&1
 tests=$?
 echo "test:gpu: rc $tests, $(( $(date +%s) - t0 )) s"
 grep -E "✓|×|skipped|Tests|FAIL|Error" "$out/test-gpu.log" | tail -40
