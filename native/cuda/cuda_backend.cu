@@ -290,7 +290,6 @@ class CudaBackend : public Backend {
         gpu::capture_abort(stream_);
         graphs_enabled_ = false;
       }
-      capturing_ = false;
       gpu::stream_sync(stream_);
     } catch (const Error&) {
     }
