@@ -151,7 +151,8 @@ async function decode(model, batch, label) {
   for (let t = 0; t < steps; t++) await model.step(seqs.map((s, i) => ({ sequence: s, tokens: [(t * 131 + i) % shape.vocab] })));
   const seconds = (performance.now() - t0) / 1000;
   seqs.forEach((s) => s.dispose());
-  return { label, batch, steps, ms_per_step: (seconds * 1000) / steps, tok_s: (batch * steps) / seconds };
+  // so far on this model: how many steps replayed a recorded graph (graphError: why not)
+  return { label, batch, steps, ms_per_step: (seconds * 1000) / steps, tok_s: (batch * steps) / seconds, step_counts: model.stepCounts() };
 }
 
 async function prefill(model, tokens, label) {

@@ -24,3 +24,4 @@ export { packExl2, quantizeRtn, layoutGroups, bitsPerWeight, EXL2_WIDTHS, type E
 export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, type Parameters, type ParameterValue } from './merge/config.js';
 export { FormatError } from './errors.js';
 export { cpuInfo, cudaInfo, type CpuInfo, type CudaDevice, type CudaInfo, type Isa } from './system.js';
+export type { StepCounts } from './native.js';

@@ -78,6 +78,15 @@ export interface NativeStepResult {
   topIds: Int32Array;
 }
 
+/** How a model's forward steps have run: eagerly, or (on a GPU, decode steps) recorded as a
+ * CUDA graph and replayed; graphError says why recording was turned off, if it was. */
+export interface StepCounts {
+  eager: number;
+  recorded: number;
+  replayed: number;
+  graphError?: string;
+}
+
 export interface NativeEngine {
   prefault(onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   /** logits: the rows asked for, in entry order; topValues and topIds: topK (the largest asked for) per entry with logits 3, in entry order, largest first. */
@@ -87,6 +96,7 @@ export interface NativeEngine {
   sequenceLength(id: number): number;
   truncateSequence(id: number, length: number): void;
   cacheStats(): { pageSize: number; pagesInUse: number; maxPages: number; bytesAllocated: number };
+  stepCounts(): StepCounts;
   info(): { device: 'cpu' | 'cuda'; deviceName?: string; deviceBytes: number; isa: string; threads: number; mappedBytes: number; layers: number };
   dispose(): void;
 }

@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { cudaInfo, loadModel, type Model } from '../lib/index.js';
+import { cudaInfo, loadModel, type Model, type StepCounts } from '../lib/index.js';
 import { encode, tmpDir, writeTinyCheckpoint } from './helpers/checkpoint.js';
 
 const demo = join(import.meta.dirname, '../models/tiny-mistral-bf16');
@@ -211,25 +211,34 @@ describe.skipIf(cuda.skip !== '')(`CUDA kernels and engine${cuda.label ? ` on ${
 
     it('the demo model (BF16): a prompt of 20 tokens on the tensor cores and flash attention, then 6 decode steps that replay a recorded graph', async () => {
       const prompt = Array.from({ length: 20 }, (_, i) => (i * 37 + 5) % 2048);
+      const counts: StepCounts[] = [];
       const [a, b] = await both(demo, async (m) => {
         const seq = m.createSequence();
         const out = await m.step([{ sequence: seq, tokens: prompt, logits: 'all' }]);
         for (let t = 0; t < 6; t++) out.push(...(await m.step([{ sequence: seq, tokens: [(t * 101 + 7) % 2048], logits: 'last' }])));
         seq.dispose();
+        counts.push(m.stepCounts());
         return out;
       });
       for (let t = 0; t < a.length; t++) expect(relativeDifference(b[t]!, a[t]!), `step ${t}`).toBeLessThan(BF16_TOLERANCE);
+      // the CPU runs every step; the GPU runs the prompt and the first decode step, records
+      // the second and replays it for the other four
+      expect(counts).toEqual([{ eager: 7, recorded: 0, replayed: 0 }, { eager: 2, recorded: 1, replayed: 4 }]);
     });
 
     it('a short prompt and a batch of three sequences of different lengths (decode kernels, graphs per batch shape)', async () => {
+      let counts: StepCounts | undefined;
       const [a, b] = await both(demo, async (m) => {
         const seqs = [m.createSequence(), m.createSequence(), m.createSequence()];
         const out = await m.step(seqs.map((s, i) => ({ sequence: s, tokens: Array.from({ length: 3 + 2 * i }, (_, j) => (j * 13 + i) % 2048), logits: 'all' as const })));
         for (let t = 0; t < 3; t++) out.push(...(await m.step(seqs.map((s, i) => ({ sequence: s, tokens: [(t * 7 + i * 3) % 2048] })))));
         out.push(...(await m.step([{ sequence: seqs[1]!, tokens: [42] }])));
         seqs.forEach((s) => s.dispose());
+        if (m.info.device === 'cuda') counts = m.stepCounts();
         return out;
       });
+      // a graph per batch shape: three sequences (run, recorded, replayed), one (run)
+      expect(counts).toEqual({ eager: 3, recorded: 1, replayed: 1 });
       // the first step has 15 tokens: the tensor-core kernels
       for (let i = 0; i < a.length; i++) expect(relativeDifference(b[i]!, a[i]!), `output ${i}`).toBeLessThan(BF16_TOLERANCE);
     });

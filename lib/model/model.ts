@@ -7,7 +7,7 @@ import { Request } from '../generate/request.js';
 import { SAMPLER_KEYS, Sampler, type SamplerOptions } from '../generate/sampler.js';
 import { Scheduler, type Job, type SchedulerOptions } from '../generate/scheduler.js';
 import { StopMatcher } from '../generate/stop.js';
-import { abortFlag, type NativeEngine } from '../native.js';
+import { abortFlag, type NativeEngine, type StepCounts } from '../native.js';
 import { tokenizeChat, type ChatMessage, type ChatTool } from '../tokenizer/chat-template.js';
 import { Detokenizer } from '../tokenizer/detokenizer.js';
 import type { SpecialTokens, TokenizeOptions, Tokenizer } from '../tokenizer/tokenizer.js';
@@ -168,6 +168,12 @@ export class Model {
   /** KV cache use: pages of `pageSize` positions. */
   cacheStats(): ReturnType<NativeEngine['cacheStats']> {
     return this._engine().cacheStats();
+  }
+
+  /** How the forward steps have run so far: eagerly, or recorded as a CUDA graph and
+   * replayed (decode steps on a GPU, after the first two of each batch shape). */
+  stepCounts(): StepCounts {
+    return this._engine().stepCounts();
   }
 
   /** Requests being generated now, and waiting for KV cache memory. */

@@ -185,6 +185,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("sequenceLength", &EngineWrap::sequence_length),
                            InstanceMethod("truncateSequence", &EngineWrap::truncate_sequence),
                            InstanceMethod("cacheStats", &EngineWrap::cache_stats),
+                           InstanceMethod("stepCounts", &EngineWrap::step_counts),
                            InstanceMethod("info", &EngineWrap::info),
                            InstanceMethod("dispose", &EngineWrap::dispose),
                        });
@@ -276,6 +277,18 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("pagesInUse", s.pages_in_use);
       o.Set("maxPages", s.max_pages);
       o.Set("bytesAllocated", static_cast<double>(s.bytes_allocated));
+      return o;
+    });
+  }
+
+  Napi::Value step_counts(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      const StepCounts c = live().step_counts();
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("eager", static_cast<double>(c.eager));
+      o.Set("recorded", static_cast<double>(c.recorded));
+      o.Set("replayed", static_cast<double>(c.replayed));
+      if (!c.graph_error.empty()) o.Set("graphError", c.graph_error);
       return o;
     });
   }

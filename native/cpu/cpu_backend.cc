@@ -47,10 +47,19 @@ int32_t* CpuBackend::id_buffer(size_t count) {
 
 bool CpuBackend::end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids,
                           int top, float* host_values, int32_t* host_ids) {
-  std::memcpy(host, logits, static_cast<size_t>(rows) * vocab * sizeof(float));
-  std::memcpy(host_values, values, static_cast<size_t>(top) * sizeof(float));
-  std::memcpy(host_ids, ids, static_cast<size_t>(top) * sizeof(int32_t));
+  if (rows > 0) std::memcpy(host, logits, static_cast<size_t>(rows) * vocab * sizeof(float));
+  if (top > 0) {
+    std::memcpy(host_values, values, static_cast<size_t>(top) * sizeof(float));
+    std::memcpy(host_ids, ids, static_cast<size_t>(top) * sizeof(int32_t));
+  }
+  steps_++;
   return true;
+}
+
+StepCounts CpuBackend::step_counts() const {
+  StepCounts c;
+  c.eager = steps_;
+  return c;
 }
 
 void CpuBackend::linear(const LinearCall* calls, int count, int m) {

@@ -1,6 +1,7 @@
 // The CPU implementation of Backend: kernels from this folder, spread over a thread
 // pool, with the matmul family chosen by instruction set.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -25,6 +26,7 @@ class CpuBackend : public Backend {
   int32_t* id_buffer(size_t count) override;
   bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids, int top,
                 float* host_values, int32_t* host_ids) override;
+  StepCounts step_counts() const override;
 
   void linear(const LinearCall* calls, int count, int m) override;
   void rmsnorm(const float* x, const float* weight, float eps, int m, int n, float* y) override;
@@ -53,6 +55,7 @@ class CpuBackend : public Backend {
   std::vector<float> buffers_[static_cast<int>(Buffer::Count)];
   std::vector<int32_t> ids_;
   StepBatch batch_;
+  std::atomic<uint64_t> steps_{0};
 };
 
 }  // namespace laminate

@@ -1,8 +1,10 @@
 #include "cuda_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -251,20 +253,24 @@ class CudaBackend : public Backend {
   bool end_step(const float* logits, int rows, int vocab, float* host, const float* values, const int32_t* ids, int top,
                 float* host_values, int32_t* host_ids) override {
     gpu::set_device(o_.device);
+    const bool recording = capturing_;
     if (capturing_) {
       capturing_ = false;
-      gpu::Graph* g = gpu::capture_end(stream_);
+      std::string why;
+      gpu::Graph* g = gpu::capture_end(stream_, &why);
       if (!g) {
         // Recording is not possible here: the caller runs the step again, eagerly, as every
         // later step (once the step's arrays have been copied: begin_step rewrites them).
-        graphs_enabled_ = false;
+        stop_graphs(why);
         gpu::stream_sync(stream_);
         return false;
       }
       graphs_[key_] = g;
       replay_ = g;
+      recorded_++;
     }
     if (replay_) gpu::graph_launch(replay_, stream_);
+    if (!recording) (replay_ ? replayed_ : eager_)++;
     // Only what the host wants crosses: full rows of logits, and the top-k values and ids.
     const size_t bytes = static_cast<size_t>(rows) * vocab * 4, top_bytes = static_cast<size_t>(top) * 4;
     char* h = download_.reserve(bytes + 2 * top_bytes);
@@ -288,12 +294,22 @@ class CudaBackend : public Backend {
       if (capturing_) {
         // A step that failed while it was recorded: later steps run eagerly.
         gpu::capture_abort(stream_);
-        graphs_enabled_ = false;
+        stop_graphs("a step failed while it was recorded");
       }
       gpu::stream_sync(stream_);
     } catch (const Error&) {
     }
     capturing_ = false;
+  }
+
+  StepCounts step_counts() const override {
+    StepCounts c;
+    c.eager = eager_;
+    c.recorded = recorded_;
+    c.replayed = replayed_;
+    std::lock_guard<std::mutex> lock(graph_error_mutex_);
+    c.graph_error = graph_error_;
+    return c;
   }
 
   void linear(const LinearCall* calls, int count, int m) override {
@@ -381,6 +397,11 @@ class CudaBackend : public Backend {
     if (it == vectors_.end()) throw Error("CUDA: a vector was used before it was uploaded");
     return it->second;
   }
+  void stop_graphs(const std::string& why) {
+    graphs_enabled_ = false;
+    std::lock_guard<std::mutex> lock(graph_error_mutex_);
+    graph_error_ = why;
+  }
   void drop_graphs() {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     graphs_.clear();
@@ -410,6 +431,9 @@ class CudaBackend : public Backend {
   std::vector<int> key_;
   std::map<std::vector<int>, gpu::Graph*> graphs_;
   std::set<std::vector<int>> seen_;  // shapes run once
+  std::atomic<uint64_t> eager_{0}, recorded_{0}, replayed_{0};
+  mutable std::mutex graph_error_mutex_;
+  std::string graph_error_;
 };
 
 }  // namespace

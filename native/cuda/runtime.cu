@@ -36,9 +36,13 @@ static bool context_lost(cudaError_t e) {
   }
 }
 
+static std::string describe(const char* what, cudaError_t e) {
+  return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+}
+
 static void check(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return;
-  std::string message = std::string("CUDA: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  std::string message = "CUDA: " + describe(what, e);
   if (context_lost(e)) message += ". The GPU context of this process is lost: restart the process to use the GPU again";
   throw Error(message);
 }
@@ -111,10 +115,11 @@ struct Graph {
   cudaGraphExec_t exec;
 };
 void capture_begin(cudaStream_t s) { check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture"); }
-Graph* capture_end(cudaStream_t s) {
+Graph* capture_end(cudaStream_t s, std::string* why) {
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(s, &graph);
   if (ended != cudaSuccess || !graph) {
+    *why = describe("cudaStreamEndCapture", ended);
     ignore(ended);
     return nullptr;
   }
@@ -122,6 +127,7 @@ Graph* capture_end(cudaStream_t s) {
   const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) {
+    *why = describe("cudaGraphInstantiate", e);
     ignore(e);
     return nullptr;
   }
@@ -284,7 +290,7 @@ static void capture_stop(cudaStream_t s) {
   if (s->capturing) sim_capturing--;
   s->capturing = false;
 }
-Graph* capture_end(cudaStream_t s) {
+Graph* capture_end(cudaStream_t s, std::string*) {
   capture_stop(s);
   return new Graph{std::move(s->recorded)};
 }

@@ -41,7 +41,8 @@ void check_launch(const char* what);
 // A decode step recorded once and replayed.
 struct Graph;
 void capture_begin(cudaStream_t s);
-Graph* capture_end(cudaStream_t s);   // null when capture failed (then the caller runs eagerly)
+// Null when the capture failed (then the caller runs eagerly), with the reason in *why.
+Graph* capture_end(cudaStream_t s, std::string* why);
 void capture_abort(cudaStream_t s);   // ends a capture and drops what it recorded
 void graph_launch(Graph* g, cudaStream_t s);
 void graph_destroy(Graph* g);

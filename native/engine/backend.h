@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "kv_cache.h"
@@ -54,6 +55,13 @@ struct WeightSet {
 
 enum class Buffer : int { X, H, Q, K, V, Attention, Gate, Up, Rows, Logits, TopValues, Count };
 
+// How a backend has run its steps: a GPU backend records decode steps as graphs and replays
+// them; graph_error says why it stopped recording, if it did.
+struct StepCounts {
+  uint64_t eager = 0, recorded = 0, replayed = 0;
+  std::string graph_error;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -78,6 +86,8 @@ class Backend {
                         int top, float* host_values, int32_t* host_ids) = 0;
   // Ends a step that failed or was aborted part way.
   virtual void cancel_step() {}
+  // Safe to call from any thread, also while a step runs.
+  virtual StepCounts step_counts() const = 0;
 
   // Runs several independent linears over the same number of rows as one parallel job.
   virtual void linear(const LinearCall* calls, int count, int m) = 0;

@@ -67,6 +67,8 @@ class Engine {
     int64_t bytes_allocated;
   };
   CacheStats cache_stats();
+  // How the steps ran so far (any thread, also while a step runs).
+  StepCounts step_counts() const { return backend_->step_counts(); }
 
   // One forward pass over every entry; appends the tokens to their sequences. On error or
   // abort the sequences are left as they were.
