@@ -78,6 +78,7 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
 // cudaCopyBandwidth(device, bytes, repeats) -> bytes per second (read plus written)
 Napi::Value copy_bandwidth(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
+    if (info.Length() != 3) throw Error("cudaCopyBandwidth(device, bytes, repeats) takes three arguments");
     const int device = static_cast<int>(to_integer(info[0], "device", 0, 64));
     const int64_t bytes = to_integer(info[1], "bytes", 1 << 20, int64_t(1) << 36);
     const int repeats = static_cast<int>(to_integer(info[2], "repeats", 1, 10000));

@@ -9,6 +9,7 @@
 // with LM_LAUNCH(kernel, grid, block, stream)(arguments...).
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
@@ -66,6 +67,35 @@ LM_DEVICE void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2],
 #endif
 
 namespace laminate::gpu {
+
+// Stores a 16 x 8 tile of mma accumulators, plus bias, at rows row0.. and columns col0.. of
+// y, inside m rows and n columns. The C/D fragment layout: element i of lane 4 group + t is
+// row group (+8 for i >= 2), column 2 t + (i & 1).
+LM_DEVICE void store_mma_tile(const float c[4], int lane, int row0, int64_t col0, int m, int64_t n, float* y, int64_t ldy,
+                              const float* bias) {
+  for (int i = 0; i < 4; i++) {
+    const int row = row0 + lane / 4 + (i >> 1) * 8;
+    const int64_t col = col0 + 2 * (lane % 4) + (i & 1);
+    if (row < m && col < n) y[row * ldy + col] = c[i] + (bias ? bias[col] : 0.0f);
+  }
+}
+
+// Calls f(std::integral_constant<int, M>()) for M = rows, 1 to 8: the row count that the
+// few-row (decode) kernels take as a template argument.
+template <class F>
+void with_rows(int rows, F&& f) {
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    case 6: f(std::integral_constant<int, 6>()); break;
+    case 7: f(std::integral_constant<int, 7>()); break;
+    default: f(std::integral_constant<int, 8>()); break;
+  }
+}
+
 #if defined(LAMINATE_CUDA_SIM)
 // The same butterfly as below, lane by lane, from one exchange (far fewer fiber switches).
 template <class T, class Op>

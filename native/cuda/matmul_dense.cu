@@ -120,13 +120,7 @@ __global__ void mma_kernel(DenseWeight w, const float* __restrict__ x, int m, in
 #pragma unroll
   for (int mt = 0; mt < kTilesM; mt++)
 #pragma unroll
-    for (int nt = 0; nt < kTilesN; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int row = row0 + mt * 16 + g + (i >> 1) * 8;
-        const int64_t n = col0 + nt * 8 + 2 * t + (i & 1);
-        if (row < m && n < w.n) y[row * ldy + n] = acc[mt][nt][i] + (bias ? bias[n] : 0.0f);
-      }
+    for (int nt = 0; nt < kTilesN; nt++) store_mma_tile(acc[mt][nt], lane, row0 + mt * 16, col0 + nt * 8, m, w.n, y, ldy, bias);
 }
 
 template <int DT, int M>
@@ -142,16 +136,7 @@ void rows(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, in
     const int n = m - r0 < 8 ? m - r0 : 8;
     const float* xr = x + r0 * ldx;
     float* yr = y + r0 * ldy;
-    switch (n) {
-      case 1: launch_rows<DT, 1>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 2: launch_rows<DT, 2>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 3: launch_rows<DT, 3>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 4: launch_rows<DT, 4>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 5: launch_rows<DT, 5>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 6: launch_rows<DT, 6>(w, xr, ldx, yr, ldy, bias, s); break;
-      case 7: launch_rows<DT, 7>(w, xr, ldx, yr, ldy, bias, s); break;
-      default: launch_rows<DT, 8>(w, xr, ldx, yr, ldy, bias, s); break;
-    }
+    with_rows(n, [&](auto M) { launch_rows<DT, decltype(M)::value>(w, xr, ldx, yr, ldy, bias, s); });
   }
 }
 

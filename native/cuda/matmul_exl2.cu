@@ -221,13 +221,7 @@ __global__ void mma_kernel(Exl2Weight w, Exl2Activations a, int m, float* __rest
 #pragma unroll
   for (int mt = 0; mt < kMmaTilesM; mt++)
 #pragma unroll
-    for (int nt = 0; nt < kMmaTilesN; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int row = row0 + mt * 16 + g + (i >> 1) * 8;
-        const int64_t n = block * 32 + nt * 8 + 2 * t + (i & 1);
-        if (row < m && n < w.n) y[row * ldy + n] = out[mt][nt][i] + (bias ? bias[n] : 0.0f);
-      }
+    for (int nt = 0; nt < kMmaTilesN; nt++) store_mma_tile(out[mt][nt], lane, row0 + mt * 16, block * 32 + nt * 8, m, w.n, y, ldy, bias);
 }
 
 template <int M>
@@ -258,16 +252,7 @@ void exl2_matmul_kernel(const Exl2Weight& w, const Exl2Activations& a, int m, fl
       at.scale += static_cast<int64_t>(r0) * w.segment_count;
       at.sum += static_cast<int64_t>(r0) * w.segment_count;
       float* yr = y + r0 * ldy;
-      switch (rows) {
-        case 1: launch_gemv<1>(w, at, yr, ldy, bias, s); break;
-        case 2: launch_gemv<2>(w, at, yr, ldy, bias, s); break;
-        case 3: launch_gemv<3>(w, at, yr, ldy, bias, s); break;
-        case 4: launch_gemv<4>(w, at, yr, ldy, bias, s); break;
-        case 5: launch_gemv<5>(w, at, yr, ldy, bias, s); break;
-        case 6: launch_gemv<6>(w, at, yr, ldy, bias, s); break;
-        case 7: launch_gemv<7>(w, at, yr, ldy, bias, s); break;
-        default: launch_gemv<8>(w, at, yr, ldy, bias, s); break;
-      }
+      with_rows(rows, [&](auto M) { launch_gemv<decltype(M)::value>(w, at, yr, ldy, bias, s); });
     }
   }
   check_launch("exl2 matmul");

@@ -239,6 +239,9 @@ void warp_exchange(const void* mine, int bytes, const std::function<void(const u
 
 void launch(dim3 grid, dim3 block_dim, cudaStream_t stream, std::function<void()> body) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) throw Error("CUDA simulator: empty grid");
+  if (grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+    throw Error("CUDA simulator: a grid of (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " +
+                std::to_string(grid.z) + ") blocks is over CUDA's limits (2^31 - 1, 65535, 65535)");
   if (gpu::stream_capturing(stream)) {
     gpu::stream_record(stream, [grid, block_dim, body = std::move(body)] { run(grid, block_dim, body); });
     return;
