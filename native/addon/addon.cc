@@ -15,6 +15,7 @@
 #include "exl2_binding.h"
 #include "merge_binding.h"
 #include "progress_job.h"
+#include "quant_binding.h"
 #ifdef LAMINATE_WITH_CUDA
 #include "../cuda/device.h"
 #include "cuda_binding.h"
@@ -22,6 +23,9 @@
 
 namespace laminate {
 namespace {
+
+// Marks JS Engine objects, so that engine_of() can tell them from any other object.
+const napi_type_tag kEngineTag = {0x6c616d696e617465, 0x656e67696e650001};
 
 
 int optional_index(const Napi::Object& o, const char* key, const std::string& where, int64_t count) {
@@ -197,6 +201,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       if (info.Length() < 1) throw Error("Engine: a model spec is required");
       ModelSpec spec = parse_spec(object_at(info[0], "model spec"));
       engine_ = std::make_shared<Engine>(spec);
+      napi_type_tag_object(env, info.This(), &kEngineTag);
     } catch (const std::exception& e) {
       js_error(env, e).ThrowAsJavaScriptException();
     }
@@ -315,6 +320,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   std::shared_ptr<Engine> engine_;
+  friend std::shared_ptr<Engine> laminate::engine_of(const Napi::Value& v);
 };
 
 Napi::Value cpu_info(const Napi::CallbackInfo& info) {
@@ -366,12 +372,23 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 #else
   exports.Set("backend", "cpu");
 #endif
+  exports.Set("Calibration", define_calibration(env));
   exports.Set("runMerge", Napi::Function::New(env, run_merge_js));
   exports.Set("exl2Matmul", Napi::Function::New(env, exl2_matmul_js));
   return exports;
 }
 
 }  // namespace
+
+std::shared_ptr<Engine> engine_of(const Napi::Value& v) {
+  bool tagged = false;
+  if (v.IsObject()) napi_check_object_type_tag(v.Env(), v, &kEngineTag, &tagged);
+  if (!tagged) throw Error("expected a model's engine");
+  EngineWrap* wrap = EngineWrap::Unwrap(v.As<Napi::Object>());
+  if (!wrap || !wrap->engine_) throw Error("the model has been disposed");
+  return wrap->engine_;
+}
+
 }  // namespace laminate
 
 static Napi::Object init_module(Napi::Env env, Napi::Object exports) { return laminate::init(env, exports); }

@@ -378,71 +378,130 @@ void Engine::step(const std::vector<StepEntry>& entries, StepResult& result, con
     cache_->set_length(entries[i].sequence, old_length[i] + static_cast<int>(entries[i].tokens.size()));
 }
 
-void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort) {
-  const ModelShape& s = shape_;
-  Backend& be = *backend_;
-  const int64_t H = s.hidden, Q = static_cast<int64_t>(s.heads) * s.head_dim,
-                KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
-
-  // The batch as flat token rows: id, position and page list of each; the rows whose
-  // logits are wanted (then those that want only their top k).
-  std::vector<int32_t> tokens;
-  std::vector<int> positions, entry_tokens, wanted, top;
-  int K = 0;
-  std::vector<const std::vector<int>*> pages;
-  result.rows.clear();
+void Engine::step_rows(const std::vector<StepEntry>& entries, StepRows& rows) {
   for (const StepEntry& e : entries) {
     const int start = cache_->length(e.sequence), n = static_cast<int>(e.tokens.size());
-    const int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
-    for (int j = n - count; j < n; j++) wanted.push_back(static_cast<int>(tokens.size()) + j);
-    if (e.logits == LogitsWanted::Top) {
-      top.push_back(static_cast<int>(tokens.size()) + n - 1);
-      K = std::max(K, std::min(e.top_k, s.vocab));  // k past the vocabulary: all of it
-    }
-    result.rows.push_back(count);
-    entry_tokens.push_back(n);
+    rows.entry_tokens.push_back(n);
     for (int j = 0; j < n; j++) {
-      tokens.push_back(e.tokens[j]);
-      positions.push_back(start + j);
-      pages.push_back(&cache_->pages(e.sequence));
+      rows.tokens.push_back(e.tokens[j]);
+      rows.positions.push_back(start + j);
+      rows.pages.push_back(&cache_->pages(e.sequence));
     }
   }
-  const int full = static_cast<int>(wanted.size()), G = static_cast<int>(top.size());
-  wanted.insert(wanted.end(), top.begin(), top.end());
-  const int T = static_cast<int>(tokens.size()), R = full + G;
-
   // Rotary angles of each position, computed in double precision once for all layers.
-  const int half = s.head_dim / 2;
+  const ModelShape& s = shape_;
+  const int T = static_cast<int>(rows.tokens.size()), half = s.head_dim / 2;
   cos_sin_.resize(static_cast<size_t>(T) * s.head_dim);
   for (int t = 0; t < T; t++) {
     for (int i = 0; i < half; i++) {
-      const double angle = positions[t] * s.rope_inv_freq[i];
+      const double angle = rows.positions[t] * s.rope_inv_freq[i];
       cos_sin_[t * s.head_dim + i] = static_cast<float>(std::cos(angle));
       cos_sin_[t * s.head_dim + half + i] = static_cast<float>(std::sin(angle));
     }
   }
+}
 
-  float* x = be.buffer(Buffer::X, T * H);
-  float* h = be.buffer(Buffer::H, T * H);
-  float* q = be.buffer(Buffer::Q, T * Q);
-  float* k = be.buffer(Buffer::K, T * KV);
-  float* v = be.buffer(Buffer::V, T * KV);
-  float* att = be.buffer(Buffer::Attention, T * Q);
-  float* gate = be.buffer(Buffer::Gate, T * I);
-  float* up = be.buffer(Buffer::Up, T * I);
+StepBatch Engine::step_batch(const StepRows& rows) const {
+  StepBatch batch;
+  batch.tokens = static_cast<int>(rows.tokens.size());
+  batch.ids = rows.tokens.data();
+  batch.positions = rows.positions.data();
+  batch.pages = rows.pages.data();
+  batch.entry_tokens = rows.entry_tokens.data();
+  batch.entries = static_cast<int>(rows.entry_tokens.size());
+  batch.cos_sin = cos_sin_.data();
+  return batch;
+}
+
+Engine::LayerBuffers Engine::layer_buffers(int T) {
+  const ModelShape& s = shape_;
+  const int64_t H = s.hidden, Q = static_cast<int64_t>(s.heads) * s.head_dim,
+                KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
+  Backend& be = *backend_;
+  return {be.buffer(Buffer::X, T * H),         be.buffer(Buffer::H, T * H),  be.buffer(Buffer::Q, T * Q),
+          be.buffer(Buffer::K, T * KV),        be.buffer(Buffer::V, T * KV), be.buffer(Buffer::Attention, T * Q),
+          be.buffer(Buffer::Gate, T * I),      be.buffer(Buffer::Up, T * I)};
+}
+
+void Engine::decoder_layer(const DecoderLayerWeights& w, int l, int T, const LayerBuffers& b, int parts,
+                           LinearTap* tap) {
+  const ModelShape& s = shape_;
+  Backend& be = *backend_;
+  const int64_t H = s.hidden, Q = static_cast<int64_t>(s.heads) * s.head_dim,
+                KV = static_cast<int64_t>(s.kv_heads) * s.head_dim, I = s.intermediate;
+  if (parts & kAttentionPart) {
+    // Attention: rmsnorm, q/k/v projections, RoPE, cache the keys and values.
+    be.rmsnorm(b.x, w.input_norm, s.rms_norm_eps, T, s.hidden, b.h);
+    if (tap) tap->input(LinearInput::Qkv, b.h, T, H, H);
+    const LinearCall qkv[3] = {{w.q, b.h, H, b.q, Q}, {w.k, b.h, H, b.k, KV}, {w.v, b.h, H, b.v, KV}};
+    be.linear(qkv, 3, T);
+    be.rope(b.q, T, s.heads, s.head_dim, Q);
+    be.rope(b.k, T, s.kv_heads, s.head_dim, KV);
+    be.write_kv(*cache_, l, s.kv_heads, s.head_dim, b.k, b.v);
+    // Each query head over its sequence's cached positions (causal, grouped KV heads).
+    AttentionCall a;
+    a.heads = s.heads;
+    a.kv_heads = s.kv_heads;
+    a.head_dim = s.head_dim;
+    a.layer = l;
+    a.sliding_window = s.sliding_window;
+    a.q = b.q;
+    a.out = b.att;
+    be.attention(*cache_, a);
+    // Output projection and residual.
+    if (tap) tap->input(LinearInput::O, b.att, T, Q, Q);
+    const LinearCall o = {w.o, b.att, Q, b.h, H};
+    be.linear(&o, 1, T);
+    be.add(b.x, b.h, T * H);
+  }
+  if (parts & kMlpPart) {
+    // MLP: rmsnorm, SwiGLU, down projection and residual.
+    be.rmsnorm(b.x, w.post_attention_norm, s.rms_norm_eps, T, s.hidden, b.h);
+    if (tap) tap->input(LinearInput::GateUp, b.h, T, H, H);
+    const LinearCall gate_up[2] = {{w.gate, b.h, H, b.gate, I}, {w.up, b.h, H, b.up, I}};
+    be.linear(gate_up, 2, T);
+    be.swiglu(b.gate, b.up, T * I);
+    if (tap) tap->input(LinearInput::Down, b.gate, T, I, I);
+    const LinearCall down = {w.down, b.gate, I, b.h, H};
+    be.linear(&down, 1, T);
+    be.add(b.x, b.h, T * H);
+  }
+}
+
+void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort) {
+  const ModelShape& s = shape_;
+  Backend& be = *backend_;
+  const int64_t H = s.hidden;
+
+  // The batch as flat token rows; the rows whose logits are wanted (then those that want
+  // only their top k).
+  StepRows step;
+  step_rows(entries, step);
+  std::vector<int> wanted, top;
+  int K = 0, at = 0;
+  result.rows.clear();
+  for (const StepEntry& e : entries) {
+    const int n = static_cast<int>(e.tokens.size());
+    const int count = e.logits == LogitsWanted::All ? n : e.logits == LogitsWanted::Last ? 1 : 0;
+    for (int j = n - count; j < n; j++) wanted.push_back(at + j);
+    if (e.logits == LogitsWanted::Top) {
+      top.push_back(at + n - 1);
+      K = std::max(K, std::min(e.top_k, s.vocab));  // k past the vocabulary: all of it
+    }
+    result.rows.push_back(count);
+    at += n;
+  }
+  const int full = static_cast<int>(wanted.size()), G = static_cast<int>(top.size());
+  wanted.insert(wanted.end(), top.begin(), top.end());
+  const int T = static_cast<int>(step.tokens.size()), R = full + G;
+
+  const LayerBuffers b = layer_buffers(T);
   float* rows = be.buffer(Buffer::Rows, std::max(R, 1) * H);
   float* logits = be.buffer(Buffer::Logits, static_cast<size_t>(std::max(R, 1)) * s.vocab);
   float* top_values = be.buffer(Buffer::TopValues, std::max(G * K, 1));
   int32_t* top_ids = be.id_buffer(std::max(G * K, 1));
 
-  StepBatch batch;
-  batch.tokens = T;
-  batch.ids = tokens.data();
-  batch.positions = positions.data();
-  batch.pages = pages.data();
-  batch.entry_tokens = entry_tokens.data();
-  batch.entries = static_cast<int>(entries.size());
-  batch.cos_sin = cos_sin_.data();
+  StepBatch batch = step_batch(step);
   batch.logit_rows = wanted.data();
   batch.logit_count = R;
   batch.top_count = G;
@@ -454,45 +513,16 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   // The step's operations (recorded rather than run when the backend records a decode step).
   auto issue = [&] {
     // Token embeddings.
-    be.embed(embedding_, x);
+    be.embed(embedding_, b.x);
     for (int l = 0; l < layers(); l++) {
       if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-      const DecoderLayerWeights& w = layers_[l];
-      // Attention: rmsnorm, q/k/v projections, RoPE, cache the keys and values.
-      be.rmsnorm(x, w.input_norm, s.rms_norm_eps, T, s.hidden, h);
-      const LinearCall qkv[3] = {{w.q, h, H, q, Q}, {w.k, h, H, k, KV}, {w.v, h, H, v, KV}};
-      be.linear(qkv, 3, T);
-      be.rope(q, T, s.heads, s.head_dim, Q);
-      be.rope(k, T, s.kv_heads, s.head_dim, KV);
-      be.write_kv(*cache_, l, s.kv_heads, s.head_dim, k, v);
-      // Each query head over its sequence's cached positions (causal, grouped KV heads).
-      AttentionCall a;
-      a.heads = s.heads;
-      a.kv_heads = s.kv_heads;
-      a.head_dim = s.head_dim;
-      a.layer = l;
-      a.sliding_window = s.sliding_window;
-      a.q = q;
-      a.out = att;
-      be.attention(*cache_, a);
-      // Output projection and residual.
-      const LinearCall o = {w.o, att, Q, h, H};
-      be.linear(&o, 1, T);
-      be.add(x, h, T * H);
-      // MLP: rmsnorm, SwiGLU, down projection and residual.
-      be.rmsnorm(x, w.post_attention_norm, s.rms_norm_eps, T, s.hidden, h);
-      const LinearCall gate_up[2] = {{w.gate, h, H, gate, I}, {w.up, h, H, up, I}};
-      be.linear(gate_up, 2, T);
-      be.swiglu(gate, up, T * I);
-      const LinearCall down = {w.down, gate, I, h, H};
-      be.linear(&down, 1, T);
-      be.add(x, h, T * H);
+      decoder_layer(layers_[l], l, T, b, kWholeLayer, nullptr);
     }
     // Final norm and output head, for the rows whose logits were asked for.
     if (R > 0) {
-      be.gather_rows(x, H, rows);
-      be.rmsnorm(rows, final_norm_, s.rms_norm_eps, R, s.hidden, h);
-      const LinearCall head = {lm_head_, h, H, logits, s.vocab};
+      be.gather_rows(b.x, H, rows);
+      be.rmsnorm(rows, final_norm_, s.rms_norm_eps, R, s.hidden, b.h);
+      const LinearCall head = {lm_head_, b.h, H, logits, s.vocab};
       be.linear(&head, 1, R);
       if (G > 0) be.top_k(logits + static_cast<size_t>(full) * s.vocab, G, s.vocab, K, top_values, top_ids);
     }
@@ -507,6 +537,70 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
     be.cancel_step();
     throw;
   }
+}
+
+void Engine::run_layer(int layer, const DecoderLayerWeights& w, float* x, const std::vector<int>& lengths, int parts,
+                       LinearTap* tap) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (device_ != "cpu") throw Error("run_layer: layers run one at a time on the CPU engine only");
+  if (layer < 0 || layer >= layers()) throw Error("run_layer: layer " + std::to_string(layer) + " is out of range");
+  if (lengths.empty()) throw Error("run_layer: no sequences");
+  // Each sequence in its own temporary place in the KV cache, freed whatever happens.
+  std::vector<StepEntry> entries;
+  struct Release {
+    KvCache& cache;
+    std::vector<StepEntry>& entries;
+    ~Release() {
+      for (const StepEntry& e : entries) cache.free_sequence(e.sequence);
+    }
+  } release{*cache_, entries};
+  int pages = 0;
+  for (int n : lengths) {
+    if (n <= 0 || n > shape_.context)
+      throw Error("run_layer: a sequence of " + std::to_string(n) + " tokens is outside [1, " +
+                  std::to_string(shape_.context) + "]");
+    StepEntry e;
+    e.sequence = cache_->create_sequence();
+    e.logits = LogitsWanted::None;
+    e.tokens.assign(n, 0);
+    entries.push_back(std::move(e));
+    pages += cache_->pages_needed(entries.back().sequence, n);
+  }
+  if (pages > cache_->free_pages_available())
+    throw Error("run_layer: the sequences need " + std::to_string(pages) + " KV cache pages, " +
+                std::to_string(cache_->free_pages_available()) + " are free");
+  for (const StepEntry& e : entries) cache_->reserve(e.sequence, static_cast<int>(e.tokens.size()));
+  StepRows rows;
+  step_rows(entries, rows);
+  const int T = static_cast<int>(rows.tokens.size());
+  const LayerBuffers b = layer_buffers(T);
+  Backend& be = *backend_;
+  const size_t bytes = static_cast<size_t>(T) * shape_.hidden * sizeof(float);
+  std::memcpy(b.x, x, bytes);
+  be.begin_step(step_batch(rows));
+  try {
+    decoder_layer(w, layer, T, b, parts, tap);
+  } catch (...) {
+    be.cancel_step();
+    throw;
+  }
+  be.end_step(nullptr, 0, shape_.vocab, nullptr, nullptr, nullptr, 0, nullptr, nullptr);
+  std::memcpy(x, b.x, bytes);
+}
+
+void Engine::embed(const int32_t* ids, int n, float* x) const {
+  for (int r = 0; r < n; r++) {
+    if (ids[r] < 0 || ids[r] >= shape_.vocab)
+      throw Error("embed: token id " + std::to_string(ids[r]) + " is outside the vocabulary");
+    for (int64_t c = 0; c < shape_.hidden; c++)
+      x[static_cast<int64_t>(r) * shape_.hidden + c] = load_as_f32(embedding_.data, embedding_.dtype, static_cast<int64_t>(ids[r]) * shape_.hidden + c);
+  }
+}
+
+void Engine::head_input(const float* x, int n, float* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (device_ != "cpu") throw Error("head_input: the CPU engine only");
+  backend_->rmsnorm(x, final_norm_, shape_.rms_norm_eps, n, shape_.hidden, out);
 }
 
 }  // namespace laminate

@@ -29,6 +29,20 @@ struct StepEntry {
   int top_k = 1;  // with LogitsWanted::Top, 1 .. kMaxTopK
 };
 
+// Which halves of a decoder layer run_layer runs.
+enum LayerParts : int { kAttentionPart = 1, kMlpPart = 2, kWholeLayer = 3 };
+
+// The inputs of a decoder layer's linears, one per group of linears that read the same
+// rows: q/k/v, o, gate/up, down.
+enum class LinearInput : int { Qkv = 0, O = 1, GateUp = 2, Down = 3 };
+
+// Sees each linear input as a layer runs (host memory, rows x cols, ld apart): where the
+// quantizer collects its Hessians.
+struct LinearTap {
+  virtual ~LinearTap() = default;
+  virtual void input(LinearInput which, const float* x, int rows, int64_t cols, int64_t ld) = 0;
+};
+
 struct StepResult {
   std::vector<float> logits;      // [rows, vocab], rows in entry order
   std::vector<int> rows;          // logit rows per entry
@@ -74,7 +88,36 @@ class Engine {
   // abort the sequences are left as they were.
   void step(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort);
 
+  // One decoder layer at a time (the quantizer's seam; the CPU engine only). Runs the halves
+  // `parts` of layer `layer` with the weights `w` (the loaded ones, or replacements) over
+  // hidden states x ([tokens, hidden], updated in place) of independent sequences of the
+  // given lengths, each from position 0; `tap` (may be null) sees every linear's input.
+  void run_layer(int layer, const DecoderLayerWeights& w, float* x, const std::vector<int>& lengths, int parts,
+                 LinearTap* tap);
+  const DecoderLayerWeights& layer_weights(int layer) const { return layers_.at(layer); }
+  const LinearWeight& lm_head() const { return *lm_head_; }
+  // x = the embeddings of `ids` ([n, hidden]).
+  void embed(const int32_t* ids, int n, float* x) const;
+  // out = the final norm of x ([n, hidden]): the head's input.
+  void head_input(const float* x, int n, float* out);
+
  private:
+  // The activation buffers of a step of `tokens` rows.
+  struct LayerBuffers {
+    float *x, *h, *q, *k, *v, *att, *gate, *up;
+  };
+  LayerBuffers layer_buffers(int tokens);
+  // Issues one decoder layer's operations (the halves in `parts`) on the backend.
+  void decoder_layer(const DecoderLayerWeights& w, int layer, int tokens, const LayerBuffers& b, int parts,
+                     LinearTap* tap);
+  // The step's rows: ids, positions, page lists; RoPE angles in cos_sin_.
+  struct StepRows {
+    std::vector<int32_t> tokens;
+    std::vector<int> positions, entry_tokens;
+    std::vector<const std::vector<int>*> pages;
+  };
+  void step_rows(const std::vector<StepEntry>& entries, StepRows& rows);
+  StepBatch step_batch(const StepRows& rows) const;
   uint64_t weight_bytes() const;  // what the weights take on a device
   WeightSet weight_set() const;
   void forward(const std::vector<StepEntry>& entries, StepResult& result, const std::atomic<int32_t>* abort);

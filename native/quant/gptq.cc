@@ -1,0 +1,267 @@
+#include "gptq.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "../core/dtype.h"
+#include "../core/error.h"
+
+namespace laminate {
+
+namespace {
+
+constexpr int64_t kColumnChunk = 64;  // output columns per task
+constexpr int kScaleSteps = 97;       // scale factors 0.70 .. 1.20 tried per group
+
+float round_f16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
+
+int tasks_of(int64_t count, int64_t chunk) { return static_cast<int>((count + chunk - 1) / chunk); }
+
+// Lower Cholesky factor of a (k x k, row-major) in place. False if a pivot is not positive.
+bool cholesky(std::vector<double>& a, int64_t k, ThreadPool& pool) {
+  for (int64_t j = 0; j < k; j++) {
+    double* rj = a.data() + j * k;
+    double d = rj[j];
+    for (int64_t p = 0; p < j; p++) d -= rj[p] * rj[p];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    rj[j] = std::sqrt(d);
+    const double pivot = rj[j];
+    const int64_t rest = k - j - 1, block = 32;
+    pool.parallel_for(tasks_of(rest, block), [&](int t, int) {
+      const int64_t i1 = std::min(k, j + 1 + (t + 1) * block);
+      for (int64_t i = j + 1 + t * block; i < i1; i++) {
+        double* ri = a.data() + i * k;
+        double s = ri[j];
+        for (int64_t p = 0; p < j; p++) s -= ri[p] * rj[p];
+        ri[j] = s / pivot;
+      }
+    });
+  }
+  return true;
+}
+
+// m = l^-1 for a lower-triangular l (row-major, upper part ignored); m's upper part is zero.
+void invert_lower(const std::vector<double>& l, int64_t k, std::vector<double>& m, ThreadPool& pool) {
+  m.assign(static_cast<size_t>(k * k), 0.0);
+  const int64_t chunk = 64;
+  pool.parallel_for(tasks_of(k, chunk), [&](int t, int) {
+    const int64_t c0 = t * chunk, c1 = std::min(k, c0 + chunk), w = c1 - c0;
+    std::vector<double> acc(w);
+    for (int64_t i = c0; i < k; i++) {
+      const double* li = l.data() + i * k;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t p = c0; p < i; p++) {
+        const double f = li[p];
+        const double* mp = m.data() + p * k + c0;
+        for (int64_t c = 0; c < w; c++) acc[c] += f * mp[c];
+      }
+      double* mi = m.data() + i * k + c0;
+      const int64_t below = std::min(c1, i) - c0;  // columns left of the diagonal
+      for (int64_t c = 0; c < below; c++) mi[c] = -acc[c] / li[i];
+      if (i < c1) mi[i - c0] = 1.0 / li[i];
+    }
+  });
+}
+
+}  // namespace
+
+void check_layout(const std::vector<QuantGroup>& groups, int64_t k) {
+  static const int order[] = {8, 6, 5, 4, 3, 2};
+  int rank = 0;
+  int64_t rows = 0;
+  if (groups.empty()) throw Error("EXL2 layout: no groups");
+  for (size_t i = 0; i < groups.size(); i++) {
+    const QuantGroup& g = groups[i];
+    const int r = static_cast<int>(std::find(order, order + 6, g.bits) - order);
+    if (r == 6) throw Error("EXL2 layout: group " + std::to_string(i) + " has width " + std::to_string(g.bits) + ", not 8, 6, 5, 4, 3 or 2");
+    if (r < rank) throw Error("EXL2 layout: widths must come in the order 8, 6, 5, 4, 3, 2 (group " + std::to_string(i) + ")");
+    rank = r;
+    if (g.rows <= 0 || g.rows % 32 != 0)
+      throw Error("EXL2 layout: group " + std::to_string(i) + " has " + std::to_string(g.rows) + " rows, not a positive multiple of 32");
+    rows += g.rows;
+  }
+  if (rows != k) throw Error("EXL2 layout: groups cover " + std::to_string(rows) + " rows, the layer has " + std::to_string(k) + " inputs");
+}
+
+PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool) {
+  PreparedHessian out;
+  out.k = k;
+  // Act-order: input channels by decreasing diagonal (lower channel first among equals).
+  out.perm.resize(k);
+  std::iota(out.perm.begin(), out.perm.end(), 0);
+  std::stable_sort(out.perm.begin(), out.perm.end(), [&](int32_t a, int32_t b) { return h[a * k + a] > h[b * k + b]; });
+  double mean = 0;
+  for (int64_t i = 0; i < k; i++) {
+    if (!std::isfinite(h[i * k + i])) throw Error("Hessian: a diagonal entry is not finite (the calibration activations overflow)");
+    mean += h[i * k + i];
+  }
+  mean /= static_cast<double>(k);
+  const double damp = std::max(0.12 * mean, 1e-5);
+  // The upper Cholesky factor U of H^-1 (H^-1 = U^T U) is J L^-1 J, where L is the lower
+  // Cholesky factor of J H J and J reverses the order: one factorization and one
+  // triangular inverse.
+  std::vector<double> a(static_cast<size_t>(k * k)), m;
+  for (int attempt = 1; attempt <= 10; attempt++) {
+    pool.parallel_for(static_cast<int>(k), [&](int i, int) {
+      const int64_t pi = out.perm[k - 1 - i];
+      for (int64_t j = 0; j <= i; j++) a[i * k + j] = h[pi * k + out.perm[k - 1 - j]];
+      a[i * k + i] += damp * attempt;
+    });
+    if (!cholesky(a, k, pool)) continue;
+    invert_lower(a, k, m, pool);
+    out.u.assign(static_cast<size_t>(k * k), 0.0f);
+    bool finite = true;
+    for (int64_t i = 0; i < k && finite; i++)
+      for (int64_t j = i; j < k; j++) {
+        const double v = m[(k - 1 - i) * k + (k - 1 - j)];
+        if (!std::isfinite(v)) finite = false;
+        out.u[i * k + j] = static_cast<float>(v);
+      }
+    if (!finite) continue;
+    out.damp = damp * attempt;
+    return out;
+  }
+  throw Error("Hessian: not positive definite even with ten times the damping");
+}
+
+QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, const std::vector<QuantGroup>& groups,
+                              bool error_feedback, ThreadPool& pool) {
+  const int64_t k = w.cols, n = w.rows;
+  if (h.k != k) throw Error("GPTQ: the Hessian is for " + std::to_string(h.k) + " inputs, the weight has " + std::to_string(k));
+  check_layout(groups, k);
+  QuantizedLinear out;
+  out.k = k;
+  out.n = n;
+  out.groups = groups;
+  out.perm = h.perm;
+  out.codes.assign(static_cast<size_t>(k * n), 0);
+  out.scale_codes.assign(groups.size() * n, 0);
+  out.scale_max.assign(groups.size(), 0);
+  out.weight.assign(static_cast<size_t>(k * n), 0);
+
+  // W^T in stored-row order: wt[j, c] = W[c, perm[j]].
+  std::vector<float> wt(static_cast<size_t>(k * n));
+  std::atomic<bool> finite{true};
+  pool.parallel_for(tasks_of(n, kColumnChunk), [&](int t, int) {
+    const int64_t c1 = std::min(n, (t + 1) * kColumnChunk);
+    for (int64_t c = t * kColumnChunk; c < c1; c++)
+      for (int64_t j = 0; j < k; j++) {
+        const float v = load_as_f32(w.data, w.dtype, static_cast<size_t>(c * k + h.perm[j]));
+        if (!std::isfinite(v)) finite = false;
+        wt[j * n + c] = v;
+      }
+  });
+  if (!finite) throw Error("GPTQ: the weight holds a value that is not finite");
+  const float* u = h.u.data();
+  const int chunks = tasks_of(n, kColumnChunk);
+  std::vector<float> base(n), scale(n), err, step_scale(static_cast<size_t>(kScaleSteps) * n);
+  std::vector<int> code(n);
+  std::vector<double> partial(static_cast<size_t>(chunks) * kScaleSteps);
+
+  int64_t a = 0;
+  for (size_t g = 0; g < groups.size(); g++) {
+    const int bits = groups[g].bits;
+    const int64_t b = a + groups[g].rows, rows = b - a;
+    const int maxq = (1 << bits) - 1, zero = 1 << (bits - 1);
+
+    // Scale search on the group's current rows: each column's scale is (code / 16)^2 of the
+    // group maximum, code 1..16 from the column's range; then the maximum is scaled by the
+    // factor p in [0.70, 1.20] whose exact fp16 scales give the least sum of |error|^3.5.
+    pool.parallel_for(chunks, [&](int t, int) {
+      const int64_t c0 = t * kColumnChunk, c1 = std::min(n, c0 + kColumnChunk);
+      for (int64_t c = c0; c < c1; c++) {
+        float mx = 0;
+        for (int64_t r = a; r < b; r++) mx = std::max(mx, std::fabs(wt[r * n + c]));
+        base[c] = (mx + 1e-12f) / (static_cast<float>(maxq) / 2);
+      }
+    });
+    const float top = *std::max_element(base.begin(), base.end());
+    for (int64_t c = 0; c < n; c++)
+      code[c] = std::clamp(static_cast<int>(std::nearbyint(16.0f * std::sqrt(base[c] / top))), 1, 16);
+    auto group_max = [&](int step) {
+      const float p = 0.70f + static_cast<float>(step) * (0.5f / 96.0f);
+      return std::min(round_f16(top * p), 65504.0f);
+    };
+    auto scales_for = [&](float max_scale, float* out_scale) {
+      const float m = round_f16(max_scale / 256.0f);
+      for (int64_t c = 0; c < n; c++) out_scale[c] = round_f16(static_cast<float>(code[c] * code[c]) * m);
+    };
+    pool.parallel_for(kScaleSteps, [&](int step, int) { scales_for(group_max(step), step_scale.data() + step * n); });
+    pool.parallel_for(chunks, [&](int t, int) {
+      const int64_t c0 = t * kColumnChunk, c1 = std::min(n, c0 + kColumnChunk);
+      for (int step = 0; step < kScaleSteps; step++) {
+        const float* s = step_scale.data() + step * n;
+        double sum = 0;
+        for (int64_t r = a; r < b; r++) {
+          const float* row = wt.data() + r * n;
+          for (int64_t c = c0; c < c1; c++) {
+            const float x = row[c], sc = s[c];
+            const float q = sc > 0 ? std::clamp(std::nearbyint(x / sc), static_cast<float>(-zero), static_cast<float>(maxq - zero)) : 0.0f;
+            const float e = std::fabs(q * sc - x);
+            sum += e * e * e * std::sqrt(e);
+          }
+        }
+        partial[static_cast<size_t>(t) * kScaleSteps + step] = sum;
+      }
+    });
+    int best = 0;
+    double best_err = 0;
+    for (int step = 0; step < kScaleSteps; step++) {
+      double sum = 0;
+      for (int t = 0; t < chunks; t++) sum += partial[static_cast<size_t>(t) * kScaleSteps + step];
+      if (step == 0 || sum < best_err) best = step, best_err = sum;
+    }
+    const float max_scale = group_max(best);
+    out.scale_max[g] = f32_to_f16_bits(max_scale);
+    scales_for(max_scale, scale.data());
+    for (int64_t c = 0; c < n; c++) out.scale_codes[g * n + c] = static_cast<uint8_t>(code[c] - 1);
+
+    // The column loop: round each row, push its error onto the group's later rows; then
+    // onto all rows after the group at once.
+    err.assign(static_cast<size_t>(rows * n), 0.0f);
+    pool.parallel_for(chunks, [&](int t, int) {
+      const int64_t c0 = t * kColumnChunk, c1 = std::min(n, c0 + kColumnChunk);
+      for (int64_t r = a; r < b; r++) {
+        float* row = wt.data() + r * n;
+        float* e = err.data() + (r - a) * n;
+        for (int64_t c = c0; c < c1; c++) {
+          const float sc = scale[c];
+          const int q = sc > 0 ? std::clamp(static_cast<int>(std::nearbyint(row[c] / sc)) + zero, 0, maxq) : zero;
+          const uint16_t d = f32_to_f16_bits(static_cast<float>(q - zero) * sc);
+          out.codes[r * n + c] = static_cast<uint8_t>(q);
+          out.weight[c * k + h.perm[r]] = d;
+          e[c] = (row[c] - f16_to_f32(d)) / u[r * k + r];
+        }
+        if (!error_feedback) continue;
+        for (int64_t r2 = r + 1; r2 < b; r2++) {
+          const float f = u[r * k + r2];
+          float* row2 = wt.data() + r2 * n;
+          for (int64_t c = c0; c < c1; c++) row2[c] -= f * e[c];
+        }
+      }
+    });
+    if (error_feedback && b < k) {
+      const int64_t row_block = 32, col_block = 256;
+      const int row_tasks = tasks_of(k - b, row_block), col_tasks = tasks_of(n, col_block);
+      pool.parallel_for(row_tasks * col_tasks, [&](int t, int) {
+        const int64_t r0 = b + (t / col_tasks) * row_block, r1 = std::min(k, r0 + row_block);
+        const int64_t c0 = (t % col_tasks) * col_block, c1 = std::min(n, c0 + col_block);
+        for (int64_t r2 = r0; r2 < r1; r2++) {
+          float* row2 = wt.data() + r2 * n;
+          for (int64_t r = a; r < b; r++) {
+            const float f = u[r * k + r2];
+            const float* e = err.data() + (r - a) * n;
+            for (int64_t c = c0; c < c1; c++) row2[c] -= f * e[c];
+          }
+        }
+      });
+    }
+    a = b;
+  }
+  return out;
+}
+
+}  // namespace laminate
