@@ -25,3 +25,8 @@ export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, 
 export { FormatError } from './errors.js';
 export { cpuInfo, cudaInfo, type CpuInfo, type CudaDevice, type CudaInfo, type Isa } from './system.js';
 export type { StepCounts } from './native.js';
+export { quantize, measure, chooseStrategy, type QuantizeOptions, type MeasureOptions, type QuantizeProgress, type QuantizeResult, type QuantizedBlock } from './quantize/quantize.js';
+export { readCalibration, calibrationRows, defaultCalibrationPath, CalibrationError, type CalibrationText, type CalibrationRows } from './quantize/calibration.js';
+export { readMeasurement, parseMeasurement, measurementJson, MeasurementError, type Measurement, type MeasuredOption } from './quantize/measurement.js';
+export { optimize, BudgetError, type SlotOption } from './quantize/optimize.js';
+export { recipeGroups, recipeBits, parseRecipe, ATTENTION_CANDIDATES, MLP_CANDIDATES, HEAD_RECIPES, type Recipe, type RecipePart } from './quantize/recipes.js';

@@ -101,8 +101,31 @@ export interface NativeEngine {
   dispose(): void;
 }
 
+/** One layer as GPTQ made it: codes in stored-row order, scale codes, fp16 maxima (bits). */
+export interface NativeQuantizedLinear {
+  inFeatures: number;
+  outFeatures: number;
+  /** (bits, rows) pairs */
+  groups: Int32Array;
+  perm: Int32Array;
+  codes: Uint8Array;
+  scaleCodes: Uint8Array;
+  scaleMax: Uint16Array;
+}
+
+/** The quantizer's walk through a model's layers (native/quant/calibration.h). Block 0: attention, 1: MLP. */
+export interface NativeCalibration {
+  measure(block: 0 | 1, layouts: Int32Array[][], combos: Int32Array, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<Float64Array>;
+  quantize(block: 0 | 1, layouts: Int32Array[], onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<{ linears: NativeQuantizedLinear[]; error: number }>;
+  quantizeHead(layout: Int32Array, errorFeedback: boolean, abort: Int32Array | undefined): Promise<NativeQuantizedLinear>;
+  save(path: string): Promise<void>;
+  load(path: string, layer: number, block: number): Promise<void>;
+  position(): { layer: number; block: number };
+}
+
 export interface NativeAddon {
   Engine: new (spec: NativeModelSpec) => NativeEngine;
+  Calibration: new (engine: NativeEngine, tokens: Int32Array, rows: number, length: number, threads: number, chunkTokens: number) => NativeCalibration;
   /** Runs a merge to disk (see lib/merge/merge.ts for the spec). */
   runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   cpuInfo(): { isas: string[]; best: string; avx512bf16: boolean; physicalCores: number };

@@ -14,6 +14,8 @@ export interface VirtualMerge {
   plan: LayerPlan;
   /** Where the tokenizer comes from. */
   tokenizerDir: string;
+  /** The merged model's config.json. */
+  rawConfig: Record<string, unknown>;
   label: string;
 }
 
@@ -69,8 +71,10 @@ export async function planVirtualMerge(source: string | MergeConfig): Promise<Vi
   };
   const { config: yaml, baseDir } = parsed;
   const tokenizerRef = yaml.tokenizer_source && yaml.tokenizer_source !== 'base' ? modelDir(yaml.tokenizer_source, baseDir) : plan.models[plan.donor]!.dir;
+  const rawConfig = { ...plan.outConfig, num_hidden_layers: plan.layers.length };
   return {
-    config: parseConfig({ ...plan.outConfig, num_hidden_layers: plan.layers.length }, `${plan.models[plan.donor]!.dir}/config.json (merged)`),
+    rawConfig,
+    config: parseConfig(rawConfig, `${plan.models[plan.donor]!.dir}/config.json (merged)`),
     checkpoint,
     plan: layerPlan,
     tokenizerDir: tokenizerRef,

@@ -86,16 +86,28 @@ function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda
 }
 
 /** What a load reads: a model directory, or a passthrough merge of several. */
-async function readSource(source: string | MergeConfig): Promise<{ dir: string; config: ModelConfig; checkpoint: Checkpoint; plan: LayerPlan; tokenizerDir: string }> {
+export interface ModelSource {
+  /** The directory, or a description of the merge. */
+  dir: string;
+  config: ModelConfig;
+  /** config.json as stored (for a merge: the merged model's). */
+  rawConfig: Record<string, unknown>;
+  checkpoint: Checkpoint;
+  plan: LayerPlan;
+  tokenizerDir: string;
+}
+
+export async function readSource(source: string | MergeConfig): Promise<ModelSource> {
   if (isMergeConfig(source)) {
     const v = await planVirtualMerge(source);
-    return { dir: v.label, config: v.config, checkpoint: v.checkpoint, plan: v.plan, tokenizerDir: v.tokenizerDir };
+    return { dir: v.label, config: v.config, rawConfig: v.rawConfig, checkpoint: v.checkpoint, plan: v.plan, tokenizerDir: v.tokenizerDir };
   }
   const dir = resolve(source);
   const config = await readConfig(dir);
   for (const t of await generationEos(dir)) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
   const checkpoint = await readCheckpoint(dir, { scanAll: config.quantization?.method === 'exl2' });
-  return { dir, config, checkpoint, plan: checkpointPlan(config), tokenizerDir: dir };
+  const rawConfig = (await readJsonObject(join(dir, 'config.json')))!;
+  return { dir, config, rawConfig, checkpoint, plan: checkpointPlan(config), tokenizerDir: dir };
 }
 
 /**

@@ -18,6 +18,19 @@ constexpr int kScaleSteps = 97;       // scale factors 0.70 .. 1.20 tried per gr
 
 float round_f16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
 
+// Round half to even for |x| < 2^22, as nearbyint in the default rounding mode, without a
+// library call (so that loops over it vectorize).
+inline float round_even(float x) {
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  return (x + magic) - magic;
+}
+
+// |e|^3.5, the converter's error norm.
+inline float norm35(float e) {
+  e = std::fabs(e);
+  return e * e * e * std::sqrt(e);
+}
+
 int tasks_of(int64_t count, int64_t chunk) { return static_cast<int>((count + chunk - 1) / chunk); }
 
 // Lower Cholesky factor of a (k x k, row-major) in place. False if a pivot is not positive.
@@ -192,18 +205,23 @@ QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, cons
     pool.parallel_for(kScaleSteps, [&](int step, int) { scales_for(group_max(step), step_scale.data() + step * n); });
     pool.parallel_for(chunks, [&](int t, int) {
       const int64_t c0 = t * kColumnChunk, c1 = std::min(n, c0 + kColumnChunk);
+      const float lo = static_cast<float>(-zero), hi = static_cast<float>(maxq - zero);
+      float inv[kColumnChunk];
       for (int step = 0; step < kScaleSteps; step++) {
         const float* s = step_scale.data() + step * n;
-        double sum = 0;
+        for (int64_t c = c0; c < c1; c++) inv[c - c0] = s[c] > 0 ? 1.0f / s[c] : 0.0f;
+        float acc[kColumnChunk] = {};
         for (int64_t r = a; r < b; r++) {
           const float* row = wt.data() + r * n;
           for (int64_t c = c0; c < c1; c++) {
-            const float x = row[c], sc = s[c];
-            const float q = sc > 0 ? std::clamp(std::nearbyint(x / sc), static_cast<float>(-zero), static_cast<float>(maxq - zero)) : 0.0f;
-            const float e = std::fabs(q * sc - x);
-            sum += e * e * e * std::sqrt(e);
+            const float x = row[c];
+            const float v = std::min(std::max(x * inv[c - c0], lo - 1), hi + 1);
+            const float q = std::min(std::max(round_even(v), lo), hi);
+            acc[c - c0] += norm35(q * s[c] - x);
           }
         }
+        double sum = 0;
+        for (int64_t c = c0; c < c1; c++) sum += acc[c - c0];
         partial[static_cast<size_t>(t) * kScaleSteps + step] = sum;
       }
     });
@@ -229,7 +247,8 @@ QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, cons
         float* e = err.data() + (r - a) * n;
         for (int64_t c = c0; c < c1; c++) {
           const float sc = scale[c];
-          const int q = sc > 0 ? std::clamp(static_cast<int>(std::nearbyint(row[c] / sc)) + zero, 0, maxq) : zero;
+          const float v = sc > 0 ? std::min(std::max(row[c] / sc, static_cast<float>(-zero - 1)), static_cast<float>(maxq - zero + 1)) : 0.0f;
+          const int q = std::clamp(static_cast<int>(round_even(v)) + zero, 0, maxq);
           const uint16_t d = f32_to_f16_bits(static_cast<float>(q - zero) * sc);
           out.codes[r * n + c] = static_cast<uint8_t>(q);
           out.weight[c * k + h.perm[r]] = d;
