@@ -125,6 +125,8 @@ export interface NativeCalibration {
 
 export interface NativeAddon {
   Engine: new (spec: NativeModelSpec) => NativeEngine;
+  /** GPTQ on host arrays, synchronously (for tests). */
+  gptqQuantize(w: Float32Array, n: number, k: number, h: Float64Array, layout: Int32Array, errorFeedback: boolean, threads: number): NativeQuantizedLinear & { weight: Uint16Array; u: Float32Array; damp: number };
   Calibration: new (engine: NativeEngine, tokens: Int32Array, rows: number, length: number, threads: number, chunkTokens: number) => NativeCalibration;
   /** Runs a merge to disk (see lib/merge/merge.ts for the spec). */
   runMerge(spec: object, onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;

@@ -373,6 +373,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", "cpu");
 #endif
   exports.Set("Calibration", define_calibration(env));
+  exports.Set("gptqQuantize", Napi::Function::New(env, gptq_quantize_js));
   exports.Set("runMerge", Napi::Function::New(env, run_merge_js));
   exports.Set("exl2Matmul", Napi::Function::New(env, exl2_matmul_js));
   return exports;

@@ -184,6 +184,37 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
 
 }  // namespace
 
+// For tests: GPTQ on host arrays, synchronously (small matrices).
+// gptqQuantize(w: Float32Array [n, k], n, k, h: Float64Array [k, k], layout: Int32Array, errorFeedback, threads)
+//   -> { ...the quantized linear, weight: Uint16Array [n, k] fp16 bits, u: Float32Array [k, k], damp }
+Napi::Value gptq_quantize_js(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Error("gptqQuantize: w must be a Float32Array");
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      throw Error("gptqQuantize: h must be a Float64Array");
+    Napi::Float32Array w = info[0].As<Napi::Float32Array>();
+    Napi::Float64Array h = info[3].As<Napi::Float64Array>();
+    const int64_t n = to_integer(info[1], "n", 1, 1 << 20), k = to_integer(info[2], "k", 1, 1 << 16);
+    if (static_cast<int64_t>(w.ElementLength()) != n * k) throw Error("gptqQuantize: w must hold n * k values");
+    if (static_cast<int64_t>(h.ElementLength()) != k * k) throw Error("gptqQuantize: h must hold k * k values");
+    const auto layout = parse_layout(info[4], "layout");
+    ThreadPool pool(static_cast<int>(to_integer(info[6], "threads", 1, 64)));
+    const PreparedHessian prepared = prepare_hessian(h.Data(), k, pool);
+    const QuantizedLinear q = gptq_quantize(DenseView{w.Data(), DType::F32, n, k}, prepared, layout, info[5].ToBoolean().Value(), pool);
+    Napi::Object o = to_js(env, q);
+    Napi::Uint16Array weight = Napi::Uint16Array::New(env, q.weight.size());
+    std::copy(q.weight.begin(), q.weight.end(), weight.Data());
+    o.Set("weight", weight);
+    Napi::Float32Array u = Napi::Float32Array::New(env, prepared.u.size());
+    std::copy(prepared.u.begin(), prepared.u.end(), u.Data());
+    o.Set("u", u);
+    o.Set("damp", prepared.damp);
+    return o;
+  });
+}
+
 Napi::Function define_calibration(Napi::Env env) { return CalibrationWrap::define(env); }
 
 }  // namespace laminate

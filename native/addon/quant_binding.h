@@ -12,5 +12,6 @@ namespace laminate {
 std::shared_ptr<Engine> engine_of(const Napi::Value& v);
 
 Napi::Function define_calibration(Napi::Env env);
+Napi::Value gptq_quantize_js(const Napi::CallbackInfo& info);
 
 }  // namespace laminate
