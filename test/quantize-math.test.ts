@@ -35,7 +35,7 @@ function problem(n: number, k: number, seed: number) {
   for (let t = 0; t < rows; t++)
     for (let i = 0; i < k; i++) {
       const xi = x[t * k + i]!;
-      for (let j = 0; j < k; j++) h[i * k + j] += xi * x[t * k + j]!;
+      for (let j = 0; j < k; j++) h[i * k + j] = h[i * k + j]! + xi * x[t * k + j]!;
     }
   return { w, h };
 }

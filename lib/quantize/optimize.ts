@@ -18,17 +18,22 @@ export class BudgetError extends RangeError {
 
 const UNITS = 100_000;
 
-/** Picks an option index per slot with Σ bits ≤ budget, minimising Σ error². */
-export function optimize(slots: SlotOption[][], budget: number): number[] {
+/**
+ * Picks an option index per slot with Σ bits ≤ budget, minimising Σ error². With `least`,
+ * the total must also reach that many bits where some choice can (else the budget alone
+ * holds): a target is met from below, not undershot.
+ */
+export function optimize(slots: SlotOption[][], budget: number, least = 0): number[] {
   if (slots.length === 0) return [];
-  const least = slots.reduce((a, s) => a + Math.min(...s.map((o) => o.bits)), 0);
-  if (least > budget) throw new BudgetError(`the smallest option of every block needs ${least} bits, more than the budget of ${budget}`);
+  const smallest = slots.reduce((a, s) => a + Math.min(...s.map((o) => o.bits)), 0);
+  if (smallest > budget) throw new BudgetError(`the smallest option of every block needs ${smallest} bits, more than the budget of ${budget}`);
   const unit = budget / UNITS;
   const cost = slots.map((s) => s.map((o) => Math.ceil(o.bits / unit - 1e-9)));
   const B = UNITS;
-  // best[u]: least objective of the slots so far within u units; choice[s][u]: the option taken.
-  let best = new Float64Array(B + 1);
+  // best[u]: least objective of the slots so far at u units exactly; choice[s][u]: the option taken.
+  let best = new Float64Array(B + 1).fill(Infinity);
   let next = new Float64Array(B + 1);
+  best[0] = 0;
   const choice = slots.map(() => new Uint8Array(B + 1));
   for (let s = 0; s < slots.length; s++) {
     next.fill(Infinity);
@@ -45,12 +50,18 @@ export function optimize(slots: SlotOption[][], budget: number): number[] {
     }
     [best, next] = [next, best];
   }
+  // The best total within [least, budget] (costs are rounded up: u units hold at most u
+  // units of real bits, and at least u - slots); else the best within the budget.
+  const lowest = Math.min(B, Math.max(0, Math.ceil(least / unit) + slots.length));
+  const argmin = (from: number) => {
+    let at = -1;
+    for (let u = from; u <= B; u++) if (Number.isFinite(best[u]!) && (at < 0 || best[u]! < best[at]!)) at = u;
+    return at;
+  };
+  let u = argmin(lowest);
+  if (u < 0) u = argmin(0);
   const picked = new Array<number>(slots.length);
-  if (!Number.isFinite(best[B]!)) {
-    // The rounding up left no room: the cheapest option everywhere still fits exactly.
-    return slots.map((s) => s.reduce((bi, o, i) => (o.bits < s[bi]!.bits ? i : bi), 0));
-  }
-  let u = B;
+  if (u < 0) return slots.map((s) => s.reduce((bi, o, i) => (o.bits < s[bi]!.bits ? i : bi), 0));
   for (let s = slots.length - 1; s >= 0; s--) {
     picked[s] = choice[s]![u]!;
     u -= cost[s]![picked[s]!]!;
@@ -63,7 +74,8 @@ export function optimize(slots: SlotOption[][], budget: number): number[] {
       const cur = options[picked[s]!]!;
       options.forEach((o, i) => {
         const g = cur.error ** 2 - o.error ** 2;
-        if (g > gain && used - cur.bits + o.bits <= budget) (gain = g), (at = s), (to = i);
+        const total = used - cur.bits + o.bits;
+        if (g > gain && total <= budget && (total >= least || total >= used)) (gain = g), (at = s), (to = i);
       });
     });
     if (at < 0) break;

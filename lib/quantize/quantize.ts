@@ -37,9 +37,9 @@ export interface QuantizeProgress {
 export interface MeasureOptions {
   /** Calibration text: a .jsonl ({"text": ...} per line), .txt or .parquet file; default the set shipped in the package. */
   calibration?: string;
-  /** Tokens per calibration row; default min(2048, max_position_embeddings). */
+  /** Tokens per calibration row; default 2048 scaled by hidden_size / 4096 (at least 256, at most max_position_embeddings). */
   length?: number;
-  /** Rows for the measurement pass; default the converter's 19 (16 with your own data) scaled by hidden_size / 4096, at least 4. */
+  /** Rows for the measurement pass; default the converter's 19 (16 with your own data). */
   measurementRows?: number;
   /** Compute threads; default the physical cores. */
   threads?: number;
@@ -52,7 +52,7 @@ export interface QuantizeOptions extends MeasureOptions {
   bitsPerWeight: number;
   /** Bits of the output head: 2, 3, 4, 5, 6 (default) or 8. */
   headBits?: 2 | 3 | 4 | 5 | 6 | 8;
-  /** Rows for the quantization pass; default the converter's 115 (100 with your own data) scaled by hidden_size / 4096, at least 8. */
+  /** Rows for the quantization pass; default the converter's 115 (100 with your own data). */
   rows?: number;
   /** A measurement to reuse (a path, or one returned by measure()): skips the measurement pass. */
   measurement?: string | Measurement;
@@ -99,6 +99,9 @@ function checkKeys(options: object, known: string[], what: string): void {
   if (typeof options !== 'object' || options === null) throw new TypeError(`${what}: options must be an object`);
   for (const k of Object.keys(options)) if (!known.includes(k)) throw new TypeError(`${what}: unknown option '${k}'`);
 }
+
+/** Progress within a layer: a layer counts as done only once it is saved. */
+const within = (block: BlockName, done: number, total: number) => Math.min(0.99, (BLOCK_INDEX[block] + done / total) / 2);
 
 const CANDIDATES: Record<BlockName, Recipe[][]> = { attention: ATTENTION_CANDIDATES, mlp: MLP_CANDIDATES };
 const BLOCK_INDEX: Record<BlockName, 0 | 1> = { attention: 0, mlp: 1 };
@@ -150,13 +153,14 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
+/**
+ * The converter's calibration (rows of 2048 tokens) scaled to the model: rows keep their
+ * number, and their length shrinks with the width (hidden_size / 4096, from 256 tokens),
+ * since a narrower model needs fewer samples for its Hessians.
+ */
 function defaultLength(config: ModelConfig): number {
-  return Math.min(2048, config.maxPositionEmbeddings);
-}
-
-/** The converter's row counts, for a model of this width. */
-function scaledRows(config: ModelConfig, rows: number, least: number): number {
-  return Math.max(least, Math.round(rows * Math.min(1, config.hiddenSize / 4096)));
+  const scaled = Math.round((2048 * Math.min(1, config.hiddenSize / 4096)) / 64) * 64;
+  return Math.min(Math.max(256, scaled), 2048, config.maxPositionEmbeddings);
 }
 
 async function sourceFingerprint(source: ModelSource): Promise<object> {
@@ -168,8 +172,7 @@ async function sourceFingerprint(source: ModelSource): Promise<object> {
 }
 
 /** Opens (or resumes) a job: loads the model on the CPU, reads calibration text, prepares the job directory. */
-async function openJob(sourceArg: string | MergeConfig, dir: string, options: MeasureOptions & Partial<QuantizeOptions>, identity: object): Promise<Job> {
-  const source = await readSource(sourceArg);
+async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir: string, options: MeasureOptions & Partial<QuantizeOptions>, identity: object): Promise<Job> {
   const config = source.config;
   if (config.quantization?.method === 'exl2') throw new Error(`quantize: ${source.dir} is already EXL2; quantize the float model (exportModel() dequantizes an EXL2 model)`);
   for (const [name, v] of [['hidden_size', config.hiddenSize], ['intermediate_size', config.intermediateSize], ['num_attention_heads * head_dim', config.numAttentionHeads * config.headDim]] as const)
@@ -177,8 +180,8 @@ async function openJob(sourceArg: string | MergeConfig, dir: string, options: Me
   const threads = positiveInteger(options.threads, 'threads') ?? 0;
   const own = options.calibration !== undefined;
   const length = positiveInteger(options.length, 'length') ?? defaultLength(config);
-  const rows = positiveInteger(options.rows, 'rows') ?? scaledRows(config, own ? 100 : 115, 8);
-  const mRows = positiveInteger(options.measurementRows, 'measurementRows') ?? scaledRows(config, own ? 16 : 19, 4);
+  const rows = positiveInteger(options.rows, 'rows') ?? (own ? 100 : 115);
+  const mRows = positiveInteger(options.measurementRows, 'measurementRows') ?? (own ? 16 : 19);
   if (length > config.maxPositionEmbeddings) throw new RangeError(`quantize: length ${length} is past the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   const text = await readCalibration(options.calibration);
 
@@ -238,7 +241,7 @@ async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measur
         const distinct = BLOCKS[block].linears.map((_, m) => [...new Set(rows.map((r) => recipeText(r[m]!)))]);
         const layouts = distinct.map((list, m) => list.map((text) => layoutArray(recipeGroups(rows.find((r) => recipeText(r[m]!) === text)![m]!, linearShape(config, block, m).inFeatures))));
         const combos = Int32Array.from(rows.flatMap((r) => r.map((recipe, m) => distinct[m]!.indexOf(recipeText(recipe)))));
-        const errors = await c.measure(BLOCK_INDEX[block], layouts, combos, (done, total) => report(layer + (BLOCK_INDEX[block] + done / total) / 2), abort.flag);
+        const errors = await c.measure(BLOCK_INDEX[block], layouts, combos, (done, total) => report(layer + within(block, done, total)), abort.flag);
         partial.modules[moduleKey(layer, block)] = rows.map((r, i) => ({ accuracy: Math.max(1e-6, 1 - errors[i]!), totalBits: blockBits(config, block, r), recipes: r }));
       }
       await c.save(statePath);
@@ -276,7 +279,7 @@ export function chooseStrategy(measurement: Measurement, config: ModelConfig, bi
   const least = slots.reduce((a, s) => a + Math.min(...s.map((o) => o.totalBits)), 0) / numel;
   const most = slots.reduce((a, s) => a + Math.max(...s.map((o) => o.totalBits)), 0) / numel;
   if (least > bitsPerWeight) throw new RangeError(`quantize: ${bitsPerWeight} bits per weight is below what the measured options allow for this model (${least.toFixed(3)})`);
-  const chosen = bitsPerWeight >= most ? slots.map((s) => s.reduce((bi, o, i) => (o.accuracy > s[bi]!.accuracy ? i : bi), 0)) : optimize(slots.map((s) => s.map((o) => ({ bits: o.totalBits, error: 1 - o.accuracy }))), budget);
+  const chosen = bitsPerWeight >= most ? slots.map((s) => s.reduce((bi, o, i) => (o.accuracy > s[bi]!.accuracy ? i : bi), 0)) : optimize(slots.map((s) => s.map((o) => ({ bits: o.totalBits, error: 1 - o.accuracy }))), budget, (bitsPerWeight - 0.02) * numel);
   return chosen.map((o, i) => slots[i]![o]!);
 }
 
@@ -300,7 +303,7 @@ export async function measure(source: string | MergeConfig, path: string | undef
   const target = path === undefined ? null : resolve(path);
   // Beside the file it writes (so a stopped measurement resumes), else a temporary directory.
   const dir = target ? join(dirname(target), `.${basename(target)}.job`) : join(tmpdir(), `laminate-measure-${randomBytes(4).toString('hex')}`);
-  const job = await openJob(source, dir, options, { measure: true });
+  const job = await openJob(source, await readSource(source), dir, options, { measure: true });
   try {
     const m = await runMeasurement(job, options);
     if (target) {
@@ -329,16 +332,18 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
   if (!(shardBytes > 0)) throw new RangeError('quantize: shardBytes must be a positive number of bytes');
   if (options.signal?.aborted) throw abortError(options.signal);
   outDir = await checkOutputDir(outDir, options.overwrite);
+  const read = await readSource(source);
+  // A measurement to reuse is checked against the model before anything is written.
   let given: Measurement | undefined;
-  const measurementId = typeof options.measurement === 'string' ? await readFile(options.measurement).then((b) => createHash('sha256').update(b).digest('hex'), () => 'unreadable') : options.measurement ? 'object' : null;
+  if (typeof options.measurement === 'string') given = await readMeasurement(options.measurement, read.config);
+  else if (options.measurement) given = parseMeasurement(measurementJson(options.measurement, read.config.numHiddenLayers), read.config, 'measurement');
+  const measurementId = given ? createHash('sha256').update(measurementJson(given, read.config.numHiddenLayers)).digest('hex') : null;
   const dir = join(dirname(outDir), `.${basename(outDir)}.quantize`);
-  const job = await openJob(source, dir, options, { bitsPerWeight: options.bitsPerWeight, headBits, measurement: measurementId });
+  const job = await openJob(source, read, dir, options, { bitsPerWeight: options.bitsPerWeight, headBits, measurement: measurementId });
   const { config, state } = job;
   const layers = config.numHiddenLayers;
   const resumedAt = state.quantized;
   try {
-    if (typeof options.measurement === 'string') given = await readMeasurement(options.measurement, config);
-    else if (options.measurement) given = parseMeasurement(measurementJson(options.measurement, layers), config, 'measurement');
     const measurement = given ?? (state.measured === layers && state.measurement ? { ...parseMeasurement(state.measurement, config, 'job measurement'), calibration: { dataset: job.dataset, rows: job.measurementRows, length: job.tokens.length } } : await runMeasurement(job, options));
     const strategy = chooseStrategy(measurement, config, options.bitsPerWeight);
 
@@ -357,7 +362,7 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
         for (const block of ['attention', 'mlp'] as const) {
           const option = strategy[2 * layer + BLOCK_INDEX[block]]!;
           const layouts = option.recipes.map((r, m) => layoutArray(recipeGroups(r, linearShape(config, block, m).inFeatures)));
-          const q = await c.quantize(BLOCK_INDEX[block], layouts, (done, total) => report(layer + (BLOCK_INDEX[block] + done / total) / 2), abort.flag);
+          const q = await c.quantize(BLOCK_INDEX[block], layouts, (done, total) => report(layer + within(block, done, total)), abort.flag);
           const plan = job.source.plan.layers[layer]!;
           for (const [m, linear] of q.linears.entries()) {
             const role = (['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const)[BLOCK_INDEX[block] * 4 + m]!;
@@ -433,6 +438,10 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       quantizeSeconds: state.quantizeSeconds,
       resumedAt,
     };
+  } catch (e) {
+    // A job that failed before finishing a layer has nothing worth resuming.
+    if ((e as Error).name !== 'AbortError' && state.measured === 0 && state.quantized === 0) await rm(job.dir, { recursive: true, force: true });
+    throw e;
   } finally {
     job.model.dispose();
   }

@@ -72,7 +72,12 @@ export function recipeBits(r: Recipe, inFeatures: number, outFeatures: number, b
 
 const table = (rows: string[][]): Recipe[][] => rows.map((row) => row.map(parseRecipe));
 
-/** Attention candidates (q, k, v, o), in ExLlamaV2's order. */
+// The candidates are ExLlamaV2's option table (in its order), plus two rows at the low end
+// (all linears at 2 bits in groups of 128, and with a tenth at 3 bits): on narrow models
+// the permutation and scales cost more per weight (32 bits per input row is 0.5 bpw at 64
+// outputs), and without them 2.5 bpw is out of reach.
+
+/** Attention candidates (q, k, v, o). */
 export const ATTENTION_CANDIDATES: Recipe[][] = table([
   ['.05:3/64 + .95:2/64', '.05:3/64 + .95:2/64', '.05:3/64 + .95:2/64', '.05:3/64 + .95:2/64'],
   ['.1:3/64 + .9:2/64', '.1:3/64 + .9:2/64', '.25:3/64 + .75:2/64', '.1:3/64 + .9:2/64'],
@@ -93,9 +98,11 @@ export const ATTENTION_CANDIDATES: Recipe[][] = table([
   ['1:6/128', '1:6/128', '1:6/128', '1:6/128'],
   ['1:6/32', '1:6/32', '1:8/32', '1:6/32'],
   ['1:8/128', '1:8/128', '1:8/128', '1:8/128'],
+  ['1:2/128', '1:2/128', '1:2/128', '1:2/128'],
+  ['.1:3/128 + .9:2/128', '.1:3/128 + .9:2/128', '.1:3/128 + .9:2/128', '.1:3/128 + .9:2/128'],
 ]);
 
-/** MLP candidates (gate, up, down), in ExLlamaV2's order. */
+/** MLP candidates (gate, up, down). */
 export const MLP_CANDIDATES: Recipe[][] = table([
   ['.05:3/64 + .95:2/64', '.05:3/64 + .95:2/64', '.05:6/32 + .2:3/64 + .75:2/64'],
   ['.1:3/64 + .9:2/64', '.25:3/64 + .75:2/64', '.05:6/32 + .2:3/64 + .75:2/64'],
@@ -114,6 +121,8 @@ export const MLP_CANDIDATES: Recipe[][] = table([
   ['.1:8/128 + .9:6/128', '.1:8/128 + .9:6/128', '.15:8/128 + .85:6/128'],
   ['.1:8/128 + .9:6/128', '.1:8/128 + .9:6/128', '1:8/128'],
   ['1:8/128', '1:8/128', '1:8/128'],
+  ['1:2/128', '1:2/128', '1:2/128'],
+  ['.1:3/128 + .9:2/128', '.1:3/128 + .9:2/128', '.1:3/128 + .9:2/128'],
 ]);
 
 /** The head's fixed recipe per --head-bits. */

@@ -213,12 +213,10 @@ std::vector<QuantizedLinear> Calibration::quantize(Block block, const std::vecto
   DecoderLayerWeights w = original_w;
   std::vector<QuantizedLinear> out(count);
   std::vector<std::unique_ptr<LinearWeight>> replaced(count);
-  std::vector<float> y;
-  // The unquantized block's output on this input, to report the error.
-  std::vector<float> ref = x_;
-  run(block, original_w, ref, nullptr, abort);
+  std::vector<float> y, ref;
   // Stage by stage: the linears that read one input, with the Hessian of that input as the
-  // block runs with everything before it quantized.
+  // block runs with everything before it quantized. The first run, with nothing quantized
+  // yet, gives the unquantized output that the error is reported against.
   const uint64_t total = count + 1;
   uint64_t done = 0;
   for (int m = 0; m < count;) {
@@ -228,6 +226,7 @@ std::vector<QuantizedLinear> Calibration::quantize(Block block, const std::vecto
     HessianTap tap(in, slot(w, block, m)->cols, pool_);
     y = x_;
     run(block, w, y, &tap, abort);
+    if (m == 0) ref = y;
     const PreparedHessian h = prepare_hessian(tap.hessian().data(), slot(w, block, m)->cols, pool_);
     for (; m < end; m++) {
       check_abort(abort);
