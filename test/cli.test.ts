@@ -1,6 +1,6 @@
 // The `laminate` command, run as a user runs it (from dist/, with the bundled model).
 import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -34,6 +34,34 @@ describe('laminate CLI', () => {
     const out = run(['chat', '--max-tokens', '8'], 'What is a list?\nAnd a tuple?\n');
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout.split('> ').length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('quantize measures once, then quantizes a merge configuration at a bitrate, and stops with a reason', () => {
+    const root = join(tmpdir(), `laminate-cli-quant-${process.pid}`);
+    try {
+      rmSync(root, { recursive: true, force: true });
+      mkdirSync(root);
+      const yml = join(root, 'two.yml');
+      writeFileSync(yml, `slices:\n- sources: [{ model: ${join(projectRoot, 'models/tiny-mistral-bf16')}, layer_range: [2, 4] }]\nmerge_method: passthrough\ndtype: bfloat16\n`);
+      const m = run(['quantize', '--model', yml, '--measure-only', join(root, 'm.json'), '--length', '32', '--measurement-rows', '2']);
+      expect(m.status, m.stderr).toBe(0);
+      expect(m.stdout).toMatch(/wrote the measurement of 4 blocks/);
+      expect(m.stderr).toMatch(/measure 2\/2/);
+      const q = run(['quantize', '--model', yml, join(root, 'q'), '--bpw', '5', '--measurement', join(root, 'm.json'), '--rows', '3', '--length', '32', '--json']);
+      expect(q.status, q.stderr).toBe(0);
+      const r = JSON.parse(q.stdout) as { bitsPerWeight: number; headBits: number };
+      expect(r.bitsPerWeight).toBeLessThanOrEqual(5);
+      expect(r.headBits).toBe(6);
+      const g = run(['generate', '--model', join(root, 'q'), 'The function', '--max-tokens', '4', '--json']);
+      expect(g.status, g.stderr).toBe(0);
+      const bad = run(['quantize', '--model', yml, join(root, 'x')]);
+      expect(bad.status).toBe(1);
+      expect(bad.stderr).toMatch(/--bpw/);
+      const far = run(['quantize', '--model', yml, join(root, 'x'), '--bpw', '9']);
+      expect(far.stderr).toMatch(/from 2 to 8/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('merge writes a merged model that generate can run, and --model takes the YAML itself', () => {

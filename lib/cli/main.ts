@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// The `laminate` command: generate, chat, info, cpu.
+// The `laminate` command: generate, chat, merge, quantize, export, info, cpu, gpu.
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
-import type { GenerateOptions, Generation, LoadOptions, LoadProgress, Model } from '../index.js';
-import { cpuInfo, cudaInfo, exportModel, loadModel, merge } from '../index.js';
+import cliProgress from 'cli-progress';
+
+import type { GenerateOptions, Generation, LoadOptions, LoadProgress, Model, QuantizeProgress } from '../index.js';
+import { cpuInfo, cudaInfo, exportModel, loadModel, measure, merge, quantize } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
@@ -13,6 +15,10 @@ Usage:
   laminate generate [--model DIR] --tokens 1,415,2936
   laminate chat [--model DIR] [--system TEXT]   interactive chat (Ctrl-C stops a reply, Ctrl-D quits)
   laminate merge CONFIG.yml OUT_DIR             run a mergekit configuration, write the merged model
+  laminate quantize --model DIR|CONFIG.yml OUT_DIR --bpw B [--head-bits 6]
+                                                EXL2 at B bits per weight (2 to 8), as ExLlamaV2 writes it
+  laminate quantize --model DIR --measure-only OUT.json
+                                                the measurement alone, to reuse for every bitrate
   laminate export --model DIR OUT_DIR [--dtype float16|bfloat16|float32]
                                                 a plain checkpoint (EXL2 layers dequantized exactly)
   laminate info [--model DIR]                   config and engine details
@@ -34,6 +40,14 @@ Merging:
   --out-shard-size BYTES shard size limit (default 5e9)
   --random-seed N        seed of random sparsification (dare_*)
   --overwrite            replace OUT_DIR if it exists
+
+Quantizing (Ctrl-C stops; the same command again resumes from the last finished layer):
+  --bpw B                target bits per weight of the decoder layers
+  --head-bits N          bits of the output head: 2, 3, 4, 5, 6 (default) or 8
+  --calibration FILE     .jsonl ({"text": ...} per line), .txt or .parquet (default: the set shipped)
+  --rows N  --length N   calibration rows and tokens per row (defaults scale with the model)
+  --measurement-rows N   rows for the measurement pass
+  --measurement FILE     reuse a measurement (laminate's or ExLlamaV2's measurement.json)
 
 --model also takes a passthrough merge configuration (.yml): it loads without writing.
 
@@ -68,6 +82,14 @@ const OPTIONS = {
   'random-seed': { type: 'string' },
   overwrite: { type: 'boolean' },
   dtype: { type: 'string' },
+  bpw: { type: 'string' },
+  'head-bits': { type: 'string' },
+  calibration: { type: 'string' },
+  rows: { type: 'string' },
+  length: { type: 'string' },
+  'measurement-rows': { type: 'string' },
+  measurement: { type: 'string' },
+  'measure-only': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -113,6 +135,36 @@ function progressBar(enabled: boolean): ((p: LoadProgress) => void) | undefined 
     const filled = Math.round(fraction * width);
     process.stderr.write(`\rloading [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%`);
     if (fraction >= 1) process.stderr.write('\r\x1b[K');
+  };
+}
+
+/** A progress bar per stage on a terminal (stage, layers, ETA); a line per finished layer otherwise. */
+function quantizeProgress(quiet: boolean): { onProgress?: (p: QuantizeProgress) => void; stop(): void } {
+  if (quiet) return { stop() {} };
+  if (!process.stderr.isTTY) {
+    let last = '';
+    return {
+      onProgress: (p) => {
+        const line = p.stage === 'write' ? 'write' : `${p.stage} ${Math.floor(p.done)}/${p.total}`;
+        if (line !== last) process.stderr.write(`${line}${p.eta !== undefined && p.stage !== 'write' ? ` (about ${Math.round(p.eta)} s left)` : ''}\n`);
+        last = line;
+      },
+      stop() {},
+    };
+  }
+  const bar = new cliProgress.SingleBar({ format: '{stage} [{bar}] {percentage}% | {count} | {eta_text}', stream: process.stderr, hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+  let stage = '';
+  const minutes = (s: number) => (s >= 90 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
+  return {
+    onProgress: (p) => {
+      const payload = { stage: p.stage.padEnd(8), count: p.stage === 'write' ? '' : `layer ${Math.floor(p.done)}/${p.total}`, eta_text: p.eta !== undefined ? `${minutes(p.eta)} left` : '' };
+      if (p.stage !== stage) {
+        if (stage) bar.stop();
+        stage = p.stage;
+        bar.start(p.total, p.done, payload);
+      } else bar.update(p.done, payload);
+    },
+    stop: () => bar.stop(),
   };
 }
 
@@ -185,6 +237,49 @@ async function main(argv: string[]): Promise<number> {
     if (show) process.stderr.write('\n');
     console.log(values.json ? JSON.stringify(result) : `wrote ${result.tensors} tensors (${(result.bytes / 1e9).toFixed(2)} GB) in ${result.shards.length} shard(s) to ${result.outDir}`);
     return 0;
+  }
+  if (command === 'quantize') {
+    const out = positionals[1];
+    if (!values.model || !out) throw new Error('usage: laminate quantize --model DIR OUT_DIR --bpw B (or --measure-only OUT.json)');
+    const controller = new AbortController();
+    process.once('SIGINT', () => controller.abort());
+    const progress = quantizeProgress(values.json ?? false);
+    const common = {
+      signal: controller.signal,
+      ...(values.calibration !== undefined ? { calibration: values.calibration } : {}),
+      ...(values.length !== undefined ? { length: number(values, 'length')! } : {}),
+      ...(values['measurement-rows'] !== undefined ? { measurementRows: number(values, 'measurement-rows')! } : {}),
+      ...(values.threads !== undefined ? { threads: number(values, 'threads')! } : {}),
+      ...(progress.onProgress ? { onProgress: progress.onProgress } : {}),
+    };
+    try {
+      if (values['measure-only']) {
+        const m = await measure(values.model, out, common);
+        progress.stop();
+        console.log(values.json ? JSON.stringify({ measurement: out, modules: Object.keys(m.modules).length }) : `wrote the measurement of ${Object.keys(m.modules).length} blocks to ${out}`);
+        return 0;
+      }
+      if (values.bpw === undefined) throw new Error('quantize: give the target bits per weight with --bpw (2 to 8)');
+      const headBits = number(values, 'head-bits');
+      const result = await quantize(values.model, out, {
+        ...common,
+        bitsPerWeight: number(values, 'bpw')!,
+        ...(headBits !== undefined ? { headBits: headBits as 6 } : {}),
+        ...(values.rows !== undefined ? { rows: number(values, 'rows')! } : {}),
+        ...(values.measurement !== undefined ? { measurement: values.measurement } : {}),
+        ...(values.overwrite ? { overwrite: true } : {}),
+      });
+      progress.stop();
+      console.log(values.json ? JSON.stringify(result) : `wrote ${result.outDir}: ${result.bitsPerWeight.toFixed(3)} bits per weight over the decoder layers, head ${result.headBits} bits (measurement ${result.measureSeconds.toFixed(0)} s, quantization ${result.quantizeSeconds.toFixed(0)} s)`);
+      return 0;
+    } catch (e) {
+      progress.stop();
+      if ((e as Error).name === 'AbortError') {
+        process.stderr.write('laminate: stopped; run the same command again to resume from the last finished layer\n');
+        return 130;
+      }
+      throw e;
+    }
   }
   if (command === 'export') {
     const out = positionals[1];
