@@ -5,7 +5,7 @@
 
 #include "../core/cpu_features.h"
 #include "../cpu/cpu_backend.h"
-#include "../engine/exl2_loader.h"
+#include "../exl2/loader.h"
 #include "args.h"
 #if defined(LAMINATE_WITH_CUDA)
 #include "../cuda/checks.h"

@@ -8,6 +8,7 @@
 #include "../core/cpu_features.h"
 #include "../core/thread_pool.h"
 #include "../engine/backend.h"
+#include "matmul_exl2.h"
 
 namespace laminate {
 

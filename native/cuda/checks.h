@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "../core/dtype.h"
-#include "../cpu/matmul_exl2.h"
+#include "../exl2/format.h"
 
 namespace laminate {
 

@@ -11,7 +11,7 @@
 #include "../cpu/cpu_backend.h"
 #include "../core/cpu_features.h"
 #include "../core/thread_pool.h"
-#include "exl2_loader.h"
+#include "../exl2/loader.h"
 #if defined(LAMINATE_WITH_CUDA)
 #include "../cuda/cuda_backend.h"
 #endif

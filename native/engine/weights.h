@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "../cpu/matmul_dense.h"
-#include "../cpu/matmul_exl2.h"
+#include "../exl2/format.h"
 
 namespace laminate {
 

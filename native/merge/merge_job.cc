@@ -12,7 +12,7 @@
 
 #include "../core/error.h"
 #include "../core/mapped_file.h"
-#include "../engine/exl2_loader.h"
+#include "../exl2/loader.h"
 #include "numerics.h"
 
 namespace laminate {

@@ -1,4 +1,4 @@
-#include "exl2_loader.h"
+#include "loader.h"
 
 #include <algorithm>
 #include <cstring>

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "../core/dtype.h"
-#include "../cpu/matmul_exl2.h"
+#include "format.h"
 
 namespace laminate {
 
