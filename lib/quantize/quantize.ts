@@ -100,6 +100,9 @@ function checkKeys(options: object, known: string[], what: string): void {
   for (const k of Object.keys(options)) if (!known.includes(k)) throw new TypeError(`${what}: unknown option '${k}'`);
 }
 
+/** Calibration rows sent through a layer at once: about 4096 tokens (the engine's buffers and KV cache hold that many). */
+const chunkRows = (length: number) => Math.max(1, Math.floor(4096 / length));
+
 /** Progress within a layer: a layer counts as done only once it is saved. */
 const within = (block: BlockName, done: number, total: number) => Math.min(0.99, (BLOCK_INDEX[block] + done / total) / 2);
 
@@ -185,8 +188,7 @@ async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir
   if (length > config.maxPositionEmbeddings) throw new RangeError(`quantize: length ${length} is past the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   const text = await readCalibration(options.calibration);
 
-  const chunkRows = Math.max(1, Math.floor(Math.max(4096, length) / length));
-  const model = await loadModel(sourceArg, { device: 'cpu', ...(threads ? { threads } : {}), contextSize: length, kvCacheTokens: chunkRows * length, ...(options.signal ? { signal: options.signal } : {}) });
+  const model = await loadModel(sourceArg, { device: 'cpu', ...(threads ? { threads } : {}), contextSize: length, kvCacheTokens: chunkRows(length) * length, ...(options.signal ? { signal: options.signal } : {}) });
   try {
     if (!model.tokenizer) throw new Error(`quantize: ${source.tokenizerDir} has no tokenizer.json to tokenize the calibration text`);
     const tokens = await calibrationRows(model.tokenizer, text, Math.max(rows, mRows), length);
@@ -218,7 +220,7 @@ async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir
 /** A native walk over the first `rows` calibration rows, resumed from the state file when there is one. */
 async function calibration(job: Job, rows: number, statePath: string, layer: number): Promise<NativeCalibration> {
   const t = job.tokens;
-  const c = new (native().Calibration)(job.model._engine(), t.tokens.subarray(0, rows * t.length), rows, t.length, job.threads, Math.max(4096, t.length));
+  const c = new (native().Calibration)(job.model._engine(), t.tokens.subarray(0, rows * t.length), rows, t.length, job.threads, chunkRows(t.length) * t.length);
   if (layer > 0) await c.load(statePath, layer, 0);
   return c;
 }

@@ -169,7 +169,7 @@ std::vector<double> Calibration::measure(Block block, const std::vector<std::vec
   both.taps = &taps;
   run(block, original_w, ref, &both, abort);
   std::map<LinearInput, PreparedHessian> prepared;
-  for (auto& [in, tap] : taps) prepared[in] = prepare_hessian(tap->hessian().data(), tap->k(), pool_);
+  for (auto& [in, tap] : taps) prepared[in] = prepare_hessian(tap->hessian().data(), tap->k(), pool_, abort);
   taps.clear();
 
   // Every candidate of every linear.
@@ -180,7 +180,7 @@ std::vector<double> Calibration::measure(Block block, const std::vector<std::vec
     if (w.format != WeightFormat::Dense) throw Error("quantize: the source model's weights must be F32, F16 or BF16");
     for (const auto& layout : layouts[m]) {
       check_abort(abort);
-      quantized[m].push_back(gptq_quantize(w.dense, prepared.at(input_of(block, m)), layout, true, pool_));
+      quantized[m].push_back(gptq_quantize(w.dense, prepared.at(input_of(block, m)), layout, true, pool_, abort));
       weights[m].push_back(dequantized(quantized[m].back(), w));
       progress(++done, total);
     }
@@ -227,12 +227,12 @@ std::vector<QuantizedLinear> Calibration::quantize(Block block, const std::vecto
     y = x_;
     run(block, w, y, &tap, abort);
     if (m == 0) ref = y;
-    const PreparedHessian h = prepare_hessian(tap.hessian().data(), slot(w, block, m)->cols, pool_);
+    const PreparedHessian h = prepare_hessian(tap.hessian().data(), slot(w, block, m)->cols, pool_, abort);
     for (; m < end; m++) {
       check_abort(abort);
       const LinearWeight& source = *slot(original_w, block, m);
       if (source.format != WeightFormat::Dense) throw Error("quantize: the source model's weights must be F32, F16 or BF16");
-      out[m] = gptq_quantize(source.dense, h, layouts[m], true, pool_);
+      out[m] = gptq_quantize(source.dense, h, layouts[m], true, pool_, abort);
       replaced[m] = dequantized(out[m], source);
       slot(w, block, m) = replaced[m].get();
       progress(++done, total);
@@ -263,8 +263,8 @@ QuantizedLinear Calibration::quantize_head(const std::vector<QuantGroup>& layout
     tap.input(LinearInput::Qkv, normed.data(), n, hidden_, hidden_);
   }
   check_abort(abort);
-  const PreparedHessian h = prepare_hessian(tap.hessian().data(), hidden_, pool_);
-  return gptq_quantize(head.dense, h, layout, error_feedback, pool_);
+  const PreparedHessian h = prepare_hessian(tap.hessian().data(), hidden_, pool_, abort);
+  return gptq_quantize(head.dense, h, layout, error_feedback, pool_, abort);
 }
 
 void Calibration::save(const std::string& path) const {

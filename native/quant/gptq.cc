@@ -33,9 +33,14 @@ inline float norm35(float e) {
 
 int tasks_of(int64_t count, int64_t chunk) { return static_cast<int>((count + chunk - 1) / chunk); }
 
+void check_abort(const std::atomic<int32_t>* abort) {
+  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+}
+
 // Lower Cholesky factor of a (k x k, row-major) in place. False if a pivot is not positive.
-bool cholesky(std::vector<double>& a, int64_t k, ThreadPool& pool) {
+bool cholesky(std::vector<double>& a, int64_t k, ThreadPool& pool, const std::atomic<int32_t>* abort) {
   for (int64_t j = 0; j < k; j++) {
+    if (j % 64 == 0) check_abort(abort);
     double* rj = a.data() + j * k;
     double d = rj[j];
     for (int64_t p = 0; p < j; p++) d -= rj[p] * rj[p];
@@ -99,7 +104,7 @@ void check_layout(const std::vector<QuantGroup>& groups, int64_t k) {
   if (rows != k) throw Error("EXL2 layout: groups cover " + std::to_string(rows) + " rows, the layer has " + std::to_string(k) + " inputs");
 }
 
-PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool) {
+PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool, const std::atomic<int32_t>* abort) {
   PreparedHessian out;
   out.k = k;
   // Act-order: input channels by decreasing diagonal (lower channel first among equals).
@@ -123,7 +128,8 @@ PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool) {
       for (int64_t j = 0; j <= i; j++) a[i * k + j] = h[pi * k + out.perm[k - 1 - j]];
       a[i * k + i] += damp * attempt;
     });
-    if (!cholesky(a, k, pool)) continue;
+    if (!cholesky(a, k, pool, abort)) continue;
+    check_abort(abort);
     invert_lower(a, k, m, pool);
     out.u.assign(static_cast<size_t>(k * k), 0.0f);
     bool finite = true;
@@ -141,7 +147,7 @@ PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool) {
 }
 
 QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, const std::vector<QuantGroup>& groups,
-                              bool error_feedback, ThreadPool& pool) {
+                              bool error_feedback, ThreadPool& pool, const std::atomic<int32_t>* abort) {
   const int64_t k = w.cols, n = w.rows;
   if (h.k != k) throw Error("GPTQ: the Hessian is for " + std::to_string(h.k) + " inputs, the weight has " + std::to_string(k));
   check_layout(groups, k);
@@ -176,6 +182,7 @@ QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, cons
 
   int64_t a = 0;
   for (size_t g = 0; g < groups.size(); g++) {
+    check_abort(abort);
     const int bits = groups[g].bits;
     const int64_t b = a + groups[g].rows, rows = b - a;
     const int maxq = (1 << bits) - 1, zero = 1 << (bits - 1);

@@ -3,6 +3,7 @@
 // EXL2 group layout. Everything runs on the CPU over a thread pool; the result does not
 // depend on the number of threads.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -29,8 +30,8 @@ struct PreparedHessian {
 };
 
 // h: [k, k] row-major, symmetric (sums of x^T x). Throws Error if no damping up to ten
-// times the first makes it positive definite.
-PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool);
+// times the first makes it positive definite; Aborted when *abort is set.
+PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool, const std::atomic<int32_t>* abort = nullptr);
 
 // One quantized layer: codes in stored-row order, per group and column scale codes, per
 // group fp16 maximum scales, and the dequantized weight exactly as a loader computes it.
@@ -48,7 +49,7 @@ struct QuantizedLinear {
 // error_feedback false, each group is rounded to nearest after its scale search (the
 // converter's path for very large heads).
 QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, const std::vector<QuantGroup>& groups,
-                              bool error_feedback, ThreadPool& pool);
+                              bool error_feedback, ThreadPool& pool, const std::atomic<int32_t>* abort = nullptr);
 
 // Checks a layout: widths in the stored order 8, 6, 5, 4, 3, 2, rows positive multiples of 32
 // adding up to k. Throws Error saying what is wrong.
