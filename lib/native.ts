@@ -121,6 +121,8 @@ export interface NativeCalibration {
   save(path: string): Promise<void>;
   load(path: string, layer: number, block: number): Promise<void>;
   position(): { layer: number; block: number };
+  /** Frees the hidden states now. */
+  dispose(): void;
 }
 
 export interface NativeAddon {

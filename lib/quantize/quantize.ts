@@ -258,6 +258,7 @@ async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measur
     throw e;
   } finally {
     abort.release();
+    c.dispose();
   }
   await rm(statePath, { force: true });
   return { ...partial, calibration: { dataset: job.dataset, rows: job.measurementRows, length: job.tokens.length } };
@@ -315,6 +316,9 @@ export async function measure(source: string | MergeConfig, path: string | undef
     }
     await rm(dir, { recursive: true, force: true });
     return m;
+  } catch (e) {
+    if ((e as Error).name !== 'AbortError' && job.state.measured === 0) await rm(dir, { recursive: true, force: true });
+    throw e;
   } finally {
     job.model.dispose();
   }
@@ -394,6 +398,7 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       throw e;
     } finally {
       abort.release();
+      c.dispose();
     }
 
     // The model directory, in a temporary directory renamed into place.

@@ -58,6 +58,7 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
                            InstanceMethod("save", &CalibrationWrap::save),
                            InstanceMethod("load", &CalibrationWrap::load),
                            InstanceMethod("position", &CalibrationWrap::position),
+                           InstanceMethod("dispose", &CalibrationWrap::dispose),
                        });
   }
 
@@ -100,7 +101,7 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
       if (flat.ElementLength() % count != 0) throw Error("measure: combos must hold one layout index per linear");
       std::vector<std::vector<int>> combos;
       for (size_t i = 0; i < flat.ElementLength(); i += count) combos.emplace_back(flat.Data() + i, flat.Data() + i + count);
-      auto c = calibration_;
+      auto c = live();
       auto errors = std::make_shared<std::vector<double>>();
       return ProgressJob::start(
           info.Env(),
@@ -121,7 +122,7 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
       Napi::Array list = info[1].As<Napi::Array>();
       std::vector<std::vector<QuantGroup>> layouts;
       for (uint32_t i = 0; i < list.Length(); i++) layouts.push_back(parse_layout(list.Get(i), "layouts[" + std::to_string(i) + "]"));
-      auto c = calibration_;
+      auto c = live();
       auto out = std::make_shared<std::pair<std::vector<QuantizedLinear>, double>>();
       return ProgressJob::start(
           info.Env(), [c, block, layouts, out](auto abort, auto& progress) { out->first = c->quantize(block, layouts, abort, progress, &out->second); },
@@ -141,7 +142,7 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
     return guarded(info, [&]() -> Napi::Value {
       auto layout = parse_layout(info[0], "head layout");
       const bool feedback = info[1].ToBoolean().Value();
-      auto c = calibration_;
+      auto c = live();
       auto out = std::make_shared<QuantizedLinear>();
       return ProgressJob::start(
           info.Env(), [c, layout, feedback, out](auto abort, auto&) { *out = c->quantize_head(layout, feedback, abort); },
@@ -154,7 +155,7 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
     return guarded(info, [&]() -> Napi::Value {
       if (!info[0].IsString()) throw Error("save: path must be a string");
       const std::string path = info[0].As<Napi::String>().Utf8Value();
-      auto c = calibration_;
+      auto c = live();
       return ProgressJob::start(info.Env(), [c, path](auto, auto&) { c->save(path); }, info.Env().Undefined(), info.Env().Undefined());
     });
   }
@@ -166,17 +167,30 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
       const std::string path = info[0].As<Napi::String>().Utf8Value();
       const int layer = static_cast<int>(to_integer(info[1], "layer", 0, INT32_MAX));
       const int block = static_cast<int>(to_integer(info[2], "block", 0, 1));
-      auto c = calibration_;
+      auto c = live();
       return ProgressJob::start(info.Env(), [c, path, layer, block](auto, auto&) { c->load(path, layer, block); }, info.Env().Undefined(), info.Env().Undefined());
     });
   }
 
   // position() -> { layer, block }: what the next measure or quantize call works on
   Napi::Value position(const Napi::CallbackInfo& info) {
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("layer", calibration_->next_layer());
-    o.Set("block", calibration_->next_block());
-    return o;
+    return guarded(info, [&]() -> Napi::Value {
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("layer", live()->next_layer());
+      o.Set("block", live()->next_block());
+      return o;
+    });
+  }
+
+  // dispose(): frees the hidden states now (a running job keeps them until it ends)
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    calibration_.reset();
+    return info.Env().Undefined();
+  }
+
+  const std::shared_ptr<Calibration>& live() const {
+    if (!calibration_) throw Error("the calibration has been disposed");
+    return calibration_;
   }
 
   std::shared_ptr<Calibration> calibration_;
