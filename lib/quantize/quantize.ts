@@ -217,12 +217,24 @@ async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir
   }
 }
 
-/** A native walk over the first `rows` calibration rows, resumed from the state file when there is one. */
-async function calibration(job: Job, rows: number, statePath: string, layer: number): Promise<NativeCalibration> {
+/**
+ * Runs a pass over a native walk of the first `rows` calibration rows (resumed at `layer`
+ * from the state file): the abort flag, AbortError for an abort, the walk freed at the end.
+ */
+async function pass<T>(job: Job, rows: number, statePath: string, layer: number, signal: AbortSignal | undefined, body: (c: NativeCalibration, abort: Int32Array | undefined) => Promise<T>): Promise<T> {
   const t = job.tokens;
   const c = new (native().Calibration)(job.model._engine(), t.tokens.subarray(0, rows * t.length), rows, t.length, job.threads, chunkRows(t.length) * t.length);
-  if (layer > 0) await c.load(statePath, layer, 0);
-  return c;
+  const abort = abortFlag(signal);
+  try {
+    if (layer > 0) await c.load(statePath, layer, 0);
+    return await body(c, abort.flag);
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw abortError(signal);
+    throw e;
+  } finally {
+    abort.release();
+    c.dispose();
+  }
 }
 
 async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measurement> {
@@ -231,9 +243,7 @@ async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measur
   const partial: Measurement = state.measurement ? parseMeasurementPrefix(state.measurement, config, state.measured) : { modules: {} };
   const report = stageReporter('measure', layers, state.measured, options.onProgress);
   const statePath = join(job.dir, 'measure.state');
-  const c = await calibration(job, job.measurementRows, statePath, state.measured);
-  const abort = abortFlag(options.signal);
-  try {
+  await pass(job, job.measurementRows, statePath, state.measured, options.signal, async (c, abort) => {
     report(state.measured);
     for (let layer = state.measured; layer < layers; layer++) {
       const t0 = performance.now();
@@ -243,7 +253,7 @@ async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measur
         const distinct = BLOCKS[block].linears.map((_, m) => [...new Set(rows.map((r) => recipeText(r[m]!)))]);
         const layouts = distinct.map((list, m) => list.map((text) => layoutArray(recipeGroups(rows.find((r) => recipeText(r[m]!) === text)![m]!, linearShape(config, block, m).inFeatures))));
         const combos = Int32Array.from(rows.flatMap((r) => r.map((recipe, m) => distinct[m]!.indexOf(recipeText(recipe)))));
-        const errors = await c.measure(BLOCK_INDEX[block], layouts, combos, (done, total) => report(layer + within(block, done, total)), abort.flag);
+        const errors = await c.measure(BLOCK_INDEX[block], layouts, combos, (done, total) => report(layer + within(block, done, total)), abort);
         partial.modules[moduleKey(layer, block)] = rows.map((r, i) => ({ accuracy: Math.max(1e-6, 1 - errors[i]!), totalBits: blockBits(config, block, r), recipes: r }));
       }
       await c.save(statePath);
@@ -253,13 +263,7 @@ async function runMeasurement(job: Job, options: MeasureOptions): Promise<Measur
       await saveState(job);
       report(layer + 1);
     }
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') throw abortError(options.signal);
-    throw e;
-  } finally {
-    abort.release();
-    c.dispose();
-  }
+  });
   await rm(statePath, { force: true });
   return { ...partial, calibration: { dataset: job.dataset, rows: job.measurementRows, length: job.tokens.length } };
 }
@@ -356,10 +360,8 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
     // The quantization pass, layer by layer from where the job stopped.
     const report = stageReporter('quantize', layers + 1, state.quantized, options.onProgress);
     const statePath = join(job.dir, 'quantize.state');
-    const c = await calibration(job, job.rows, statePath, state.quantized);
     const names = tensorNames(config);
-    const abort = abortFlag(options.signal);
-    try {
+    await pass(job, job.rows, statePath, state.quantized, options.signal, async (c, abort) => {
       report(state.quantized);
       for (let layer = state.quantized; layer < layers; layer++) {
         const t0 = performance.now();
@@ -368,7 +370,7 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
         for (const block of ['attention', 'mlp'] as const) {
           const option = strategy[2 * layer + BLOCK_INDEX[block]]!;
           const layouts = option.recipes.map((r, m) => layoutArray(recipeGroups(r, linearShape(config, block, m).inFeatures)));
-          const q = await c.quantize(BLOCK_INDEX[block], layouts, (done, total) => report(layer + within(block, done, total)), abort.flag);
+          const q = await c.quantize(BLOCK_INDEX[block], layouts, (done, total) => report(layer + within(block, done, total)), abort);
           const plan = job.source.plan.layers[layer]!;
           for (const [m, linear] of q.linears.entries()) {
             const role = (['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const)[BLOCK_INDEX[block] * 4 + m]!;
@@ -389,17 +391,11 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       // The head, with its fixed recipe; plain rounding after the scale search past 1e9 weights.
       const t0 = performance.now();
       const recipe = HEAD_RECIPES[headBits]!;
-      const head: NativeQuantizedLinear = await c.quantizeHead(layoutArray(recipeGroups(recipe, config.hiddenSize)), config.vocabSize * config.hiddenSize <= 1e9, abort.flag);
+      const head: NativeQuantizedLinear = await c.quantizeHead(layoutArray(recipeGroups(recipe, config.hiddenSize)), config.vocabSize * config.hiddenSize <= 1e9, abort);
       await writeSafetensors(join(job.dir, 'layers', 'head.safetensors'), exl2Tensors('lm_head', head));
       state.quantizeSeconds += (performance.now() - t0) / 1000;
       report(layers + 1);
-    } catch (e) {
-      if ((e as Error).name === 'AbortError') throw abortError(options.signal);
-      throw e;
-    } finally {
-      abort.release();
-      c.dispose();
-    }
+    });
 
     // The model directory, in a temporary directory renamed into place.
     const temp = join(job.dir, 'out');
