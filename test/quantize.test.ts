@@ -26,7 +26,8 @@ import {
 } from '../lib/index.js';
 import { fromFloat16Bits } from '../lib/formats/float16.js';
 import { readConfig } from '../lib/model/config.js';
-import { tmpDir } from './helpers/checkpoint.js';
+import { native } from '../lib/native.js';
+import { decode, tmpDir } from './helpers/checkpoint.js';
 import { referenceDequantize } from './helpers/exl2-reference.js';
 import { projectRoot } from './helpers/fixtures.js';
 import { readModelTensors } from './helpers/safetensors-read.js';
@@ -134,6 +135,27 @@ describe('a quantized model', () => {
       const got = new Uint16Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 2);
       expect(firstDifference(Array.from(got, fromFloat16Bits), w), key).toBe(-1);
     }
+  });
+
+  it('takes its Hessians from the engine: layer 0 quantized as GPTQ does from the normed embeddings of its rows', async () => {
+    await using model = await loadModel(demoModelDir, { device: 'cpu' });
+    const { rows, length } = result.calibration;
+    const { tokens } = await calibrationRows(model.tokenizer!, await readCalibration(), rows, length);
+    const src = readModelTensors(demoModelDir, ['model.safetensors']);
+    const get = (name: string) => decode(src.get(name)!.bytes, 'BF16');
+    const embed = get('model.embed_tokens.weight'), norm = get('model.layers.0.input_layernorm.weight'), wq = get('model.layers.0.self_attn.q_proj.weight');
+    const H = 256, h = new Float64Array(H * H), x = new Float64Array(H);
+    for (const t of tokens) {
+      let ms = 0;
+      for (let i = 0; i < H; i++) ms += embed[t * H + i]! ** 2 / H;
+      for (let i = 0; i < H; i++) x[i] = (embed[t * H + i]! / Math.sqrt(ms + 1e-5)) * norm[i]!;
+      for (let i = 0; i < H; i++) for (let j = 0; j < H; j++) h[i * H + j] = h[i * H + j]! + x[i]! * x[j]!;
+    }
+    const g = native().gptqQuantize(Float32Array.from(wq), H, H, h, Int32Array.from([4, 128, 4, 128]), true, 2);
+    const stored = decodedLayers(out).get('model.layers.0.self_attn.q_proj')!;
+    let same = 0;
+    g.weight.forEach((b, i) => (same += fromFloat16Bits(b) === stored[i] ? 1 : 0));
+    expect(same / stored.length).toBeGreaterThan(0.99);
   });
 
   it('stays close to the float model', async () => {

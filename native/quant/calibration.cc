@@ -7,10 +7,24 @@
 #include <map>
 
 #include "../core/error.h"
+#include "../core/vector_clones.h"
 
 namespace laminate {
 
 namespace {
+
+// acc[a][b] += x[r][i0 + a] * x[r][j0 + b] over rows [r0, r1) (acc: ni x 64 floats).
+LAMINATE_VECTOR_CLONES void outer_products(const float* x, int64_t ld, int r0, int r1, int64_t i0, int64_t ni, int64_t j0,
+                                           int64_t nj, float* acc) {
+  for (int r = r0; r < r1; r++) {
+    const float* xr = x + r * ld;
+    for (int64_t a = 0; a < ni; a++) {
+      const float xa = xr[i0 + a];
+      float* row = acc + a * 64;
+      for (int64_t b = 0; b < nj; b++) row[b] += xa * xr[j0 + b];
+    }
+  }
+}
 
 // Accumulates H += X^T X over linear inputs: upper-triangle tiles of H, each summed in
 // float over short runs of rows and added to the double sums (fixed order: the result does
@@ -32,15 +46,7 @@ class HessianTap : public LinearTap {
       float acc[kTile * kTile];
       for (int r0 = 0; r0 < rows; r0 += kRun) {
         std::fill(acc, acc + kTile * kTile, 0.0f);
-        const int r1 = std::min(rows, r0 + kRun);
-        for (int r = r0; r < r1; r++) {
-          const float* xr = x + r * ld;
-          for (int64_t a = 0; a < ni; a++) {
-            const float xa = xr[i0 + a];
-            float* row = acc + a * kTile;
-            for (int64_t b = 0; b < nj; b++) row[b] += xa * xr[j0 + b];
-          }
-        }
+        outer_products(x, ld, r0, std::min(rows, r0 + kRun), i0, ni, j0, nj, acc);
         for (int64_t a = 0; a < ni; a++)
           for (int64_t b = 0; b < nj; b++) h_[(i0 + a) * k_ + j0 + b] += acc[a * kTile + b];
       }
@@ -56,7 +62,7 @@ class HessianTap : public LinearTap {
   }
 
  private:
-  static constexpr int64_t kTile = 64;
+  static constexpr int64_t kTile = 64;  // outer_products' row length
   static constexpr int kRun = 256;
   LinearInput which_;
   int64_t k_;

@@ -8,6 +8,7 @@
 
 #include "../core/dtype.h"
 #include "../core/error.h"
+#include "../core/vector_clones.h"
 
 namespace laminate {
 
@@ -31,13 +32,7 @@ inline float norm35(float e) {
   return e * e * e * std::sqrt(e);
 }
 
-// The two loops that take GPTQ's time, compiled for AVX-512 and AVX2 besides the baseline
-// where the toolchain can pick among them at load (GCC on x86-64 Linux).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define LAMINATE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define LAMINATE_VECTOR_CLONES
-#endif
+// The two loops that take GPTQ's time.
 
 // Rows [r0, r1) of wt (n columns), columns [c0, c1): wt[r2] -= sum over r in [a, b) of
 // u[r, r2] * err[r - a] (u: k x k, err: rows of n).
