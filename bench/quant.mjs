@@ -81,33 +81,37 @@ const models = [];
 for (const r of rows) models.push(await loadModel(r.dir, { device: 'cpu', ...(threads ? { threads } : {}) }));
 const stats = rows.map(() => ({ nll: 0, kl: 0 }));
 let refNll = 0, count = 0;
-const logSoftmax = (logits, t) => {
-  const row = logits.subarray(t * vocab, (t + 1) * vocab);
+// log-softmax of row t of logits into out (no allocation: this loop is the scoring's cost)
+const logSoftmax = (logits, t, out) => {
+  const base = t * vocab;
   let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
+  for (let v = 0; v < vocab; v++) if (logits[base + v] > max) max = logits[base + v];
   let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
+  for (let v = 0; v < vocab; v++) sum += Math.exp(logits[base + v] - max);
   const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
+  for (let v = 0; v < vocab; v++) out[v] = logits[base + v] - lse;
 };
+const p = new Float64Array(vocab), prob = new Float64Array(vocab), q = new Float64Array(vocab);
 for (let w = 0; w < windows; w++) {
   const ids = stream.slice(w * W, (w + 1) * W);
   const ref = await reference.forward(ids, { allLogits: true });
   const outs = [];
   for (const m of models) outs.push(await m.forward(ids, { allLogits: true }));
   for (let t = 0; t < W - 1; t++) {
-    const p = logSoftmax(ref, t);
+    logSoftmax(ref, t, p);
+    for (let v = 0; v < vocab; v++) prob[v] = Math.exp(p[v]);
     const next = ids[t + 1];
     refNll -= p[next];
-    outs.forEach((o, i) => {
-      const q = logSoftmax(o, t);
+    for (let i = 0; i < outs.length; i++) {
+      logSoftmax(outs[i], t, q);
       stats[i].nll -= q[next];
       let kl = 0;
-      for (let v = 0; v < vocab; v++) kl += Math.exp(p[v]) * (p[v] - q[v]);
+      for (let v = 0; v < vocab; v++) kl += prob[v] * (p[v] - q[v]);
       stats[i].kl += kl;
-    });
+    }
     count++;
   }
+  if (process.stderr.isTTY || (w + 1) % 50 === 0) process.stderr.write(`scored ${w + 1}/${windows} windows\n`);
 }
 const refPpl = Math.exp(refNll / count);
 const table = rows.map((r, i) => {

@@ -165,15 +165,15 @@ std::vector<double> Calibration::measure(Block block, const std::vector<std::vec
     const LinearInput in = input_of(block, m);
     if (!taps.count(in)) taps[in] = std::make_unique<HessianTap>(in, slot(original_w, block, m)->cols, pool_);
   }
-  struct Both : LinearTap {
+  struct Taps : LinearTap {  // every input a Hessian is wanted for
     std::map<LinearInput, std::unique_ptr<HessianTap>>* taps;
     void input(LinearInput which, const float* x, int rows, int64_t cols, int64_t ld) override {
       auto it = taps->find(which);
       if (it != taps->end()) it->second->input(which, x, rows, cols, ld);
     }
-  } both;
-  both.taps = &taps;
-  run(block, original_w, ref, &both, abort);
+  } all;
+  all.taps = &taps;
+  run(block, original_w, ref, &all, abort);
   std::map<LinearInput, PreparedHessian> prepared;
   for (auto& [in, tap] : taps) prepared[in] = prepare_hessian(tap->hessian().data(), tap->k(), pool_, abort);
   taps.clear();
