@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "../core/vector_clones.h"
+
 namespace laminate {
 
 void rmsnorm_row(const float* x, const float* weight, float eps, int n, float* y) {
@@ -25,6 +27,18 @@ void rope_row(float* x, int heads, int head_dim, const float* cos_sin) {
   }
 }
 
+// q . k in eight running sums (a fixed order, so that the compiler may vectorize it and
+// every machine sums alike).
+static inline float dot8(const float* q, const float* k, int n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int i = 0; i < 8; i++) s[i] += q[d + i] * k[d + i];
+  for (; d < n; d++) s[d % 8] += q[d] * k[d];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+LAMINATE_VECTOR_CLONES
 void attention_head(const float* q, int head_dim, float scale, KvCache& cache, const std::vector<int>& pages,
                     int layer, int kv_head, int lo, int hi, float* scores, float* out) {
   const int ps = cache.page_size();
@@ -32,8 +46,7 @@ void attention_head(const float* q, int head_dim, float scale, KvCache& cache, c
   float max_score = -INFINITY;
   for (int j = lo; j < hi; j++) {
     const float* k = cache.keys(pages[j / ps], layer, kv_head) + static_cast<int64_t>(j % ps) * head_dim;
-    float s = 0.0f;
-    for (int d = 0; d < head_dim; d++) s += q[d] * k[d];
+    float s = dot8(q, k, head_dim);
     s *= scale;
     scores[j - lo] = s;
     if (s > max_score) max_score = s;
