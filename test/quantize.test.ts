@@ -241,6 +241,7 @@ describe('measurement', () => {
     expect(attn.at(-1)!.accuracy).toBeGreaterThan(attn[0]!.accuracy);
     const reused = await quantize(yaml, join(root, 'reused'), { bitsPerWeight: 4.0, ...small, measurement: join(root, 'm.json') });
     expect(reused.measureSeconds).toBe(0);
+    expect(reused.calibration.measurementRows).toBe(small.measurementRows);
     const a = filesOf(join(root, 'full')), b = filesOf(join(root, 'reused'));
     expect([...a.keys()]).toEqual([...b.keys()]);
     for (const [name, bytes] of a) expect(bytes.equals(b.get(name)!), name).toBe(true);

@@ -78,7 +78,8 @@ export interface QuantizeResult {
   bitsPerWeight: number;
   headBits: number;
   blocks: QuantizedBlock[];
-  calibration: { dataset: string; rows: number; length: number; measurementRows: number };
+  /** measurementRows: the rows of the measurement used (absent for a reused measurement that does not say). */
+  calibration: { dataset: string; rows: number; length: number; measurementRows?: number };
   /** Wall time of each pass (over every run of a resumed job); 0 for a reused measurement. */
   measureSeconds: number;
   quantizeSeconds: number;
@@ -436,7 +437,7 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       bitsPerWeight: achieved,
       headBits,
       blocks: state.blocks,
-      calibration: { dataset: job.dataset, rows: job.rows, length: job.tokens.length, measurementRows: job.measurementRows },
+      calibration: { dataset: job.dataset, rows: job.rows, length: job.tokens.length, ...(given ? (given.calibration ? { measurementRows: given.calibration.rows } : {}) : { measurementRows: job.measurementRows }) },
       measureSeconds: given ? 0 : state.measureSeconds,
       quantizeSeconds: state.quantizeSeconds,
       resumedAt,
