@@ -12,4 +12,5 @@ export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_erro
 export LAMINATE_CUDA_ADDON=build-sanitize/Release/laminate.node
 # the build must load (the GPU suites would otherwise skip)
 node -e "require('./$LAMINATE_CUDA_ADDON').cudaInfo()"
-npx vitest run test/gpu.test.ts test/exl2.test.ts
+# the sanitizers make the simulator about eight times slower: the tests get ten minutes each
+npx vitest run --testTimeout 600000 test/gpu.test.ts test/exl2.test.ts
