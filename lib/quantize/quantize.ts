@@ -21,7 +21,7 @@ import { abortFlag, native, packageRoot, type NativeCalibration, type NativeQuan
 import { calibrationRows, readCalibration, type CalibrationRows } from './calibration.js';
 import { blockBits, linearShape, measurementJson, moduleKey, parseMeasurement, readMeasurement, type MeasuredOption, type Measurement } from './measurement.js';
 import { optimize } from './optimize.js';
-import { ATTENTION_CANDIDATES, BLOCKS, HEAD_RECIPES, MLP_CANDIDATES, layoutArray, recipeBits, recipeGroups, recipeText, type BlockName, type Recipe } from './recipes.js';
+import { ATTENTION_CANDIDATES, BLOCKS, HEAD_RECIPES, MLP_CANDIDATES, layoutArray, recipeGroups, recipeText, type BlockName, type Recipe } from './recipes.js';
 import { exl2Tensors, fileTensors, readAsFloat16, writeSafetensors, writeShards, writeSideFiles, type OutputTensor } from './writer.js';
 
 export interface QuantizeProgress {
@@ -449,9 +449,4 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
   } finally {
     job.model.dispose();
   }
-}
-
-/** Bits a head recipe takes for this model, per weight. */
-export function headBitsPerWeight(config: ModelConfig, headBits: number): number {
-  return recipeBits(HEAD_RECIPES[headBits]!, config.hiddenSize, config.vocabSize) / (config.hiddenSize * config.vocabSize);
 }
