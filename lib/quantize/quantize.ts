@@ -274,12 +274,17 @@ function parseMeasurementPrefix(text: string, config: ModelConfig, layers: numbe
   return parseMeasurement(text, { ...config, numHiddenLayers: layers }, 'job measurement');
 }
 
-/** One measured option per block for the budget: bits per weight over all decoder linears. */
-export function chooseStrategy(measurement: Measurement, config: ModelConfig, bitsPerWeight: number): MeasuredOption[] {
-  const numel = (['attention', 'mlp'] as const).reduce((a, b) => a + BLOCKS[b].linears.reduce((s, _, m) => {
+/** Weights in the decoder layers' linears: what bits per weight are counted over. */
+function decoderNumel(config: ModelConfig): number {
+  return (['attention', 'mlp'] as const).reduce((a, b) => a + BLOCKS[b].linears.reduce((s, _, m) => {
     const sh = linearShape(config, b, m);
     return s + sh.inFeatures * sh.outFeatures;
   }, 0), 0) * config.numHiddenLayers;
+}
+
+/** One measured option per block for the budget: bits per weight over all decoder linears. */
+export function chooseStrategy(measurement: Measurement, config: ModelConfig, bitsPerWeight: number): MeasuredOption[] {
+  const numel = decoderNumel(config);
   const budget = Math.floor(bitsPerWeight * numel);
   const keys: string[] = [];
   for (let l = 0; l < config.numHiddenLayers; l++) keys.push(moduleKey(l, 'attention'), moduleKey(l, 'mlp'));
@@ -291,9 +296,6 @@ export function chooseStrategy(measurement: Measurement, config: ModelConfig, bi
   return chosen.map((o, i) => slots[i]![o]!);
 }
 
-function decoderNumel(config: ModelConfig): number {
-  return (['attention', 'mlp'] as const).reduce((a, b) => a + BLOCKS[b].linears.reduce((s, _, m) => s + linearShape(config, b, m).inFeatures * linearShape(config, b, m).outFeatures, 0), 0) * config.numHiddenLayers;
-}
 
 function checkTarget(bitsPerWeight: unknown, headBits: unknown): void {
   if (typeof bitsPerWeight !== 'number' || !(bitsPerWeight >= 2 && bitsPerWeight <= 8)) throw new RangeError(`quantize: bitsPerWeight must be a number from 2 to 8 (got ${String(bitsPerWeight)})`);
