@@ -120,7 +120,6 @@ export interface NativeCalibration {
   quantizeHead(layout: Int32Array, errorFeedback: boolean, abort: Int32Array | undefined): Promise<NativeQuantizedLinear>;
   save(path: string): Promise<void>;
   load(path: string, layer: number, block: number): Promise<void>;
-  position(): { layer: number; block: number };
   /** Frees the hidden states now. */
   dispose(): void;
 }

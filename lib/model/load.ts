@@ -54,7 +54,8 @@ const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCac
 /** The small demo model shipped in the package, used when loadModel() gets no directory. */
 export const demoModelDir = join(packageRoot, 'models', 'tiny-mistral-bf16');
 
-function positiveInteger(value: unknown, name: string): number | undefined {
+/** An optional option that must be a positive integer: undefined when absent, else RangeError. */
+export function positiveInteger(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer (got ${String(value)})`);
   return value;
@@ -119,6 +120,11 @@ export async function readSource(source: string | MergeConfig): Promise<ModelSou
 export async function loadModel(source: string | MergeConfig = demoModelDir, options: LoadOptions = {}): Promise<Model> {
   if (!isMergeConfig(source) && (typeof source !== 'string' || source === ''))
     throw new TypeError('loadModel: give a model directory or a merge configuration');
+  return openModel(() => readSource(source), options);
+}
+
+/** loadModel() over a source that `read` gives (read once the options are checked): for callers that have read it already. */
+export async function openModel(read: () => Promise<ModelSource>, options: LoadOptions = {}): Promise<Model> {
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const fromEnv = options.device === undefined && !!process.env['LAMINATE_DEVICE'];
   const device = options.device ?? (process.env['LAMINATE_DEVICE'] || 'auto');
@@ -139,7 +145,7 @@ export async function loadModel(source: string | MergeConfig = demoModelDir, opt
   const { signal, onProgress } = options;
   if (signal?.aborted) throw abortError(signal);
 
-  const { dir, config, checkpoint, plan, tokenizerDir } = await readSource(source);
+  const { dir, config, checkpoint, plan, tokenizerDir } = await read();
   const hasTokenizer = await access(join(tokenizerDir, 'tokenizer.json')).then(() => true, () => false);
   const tokenizer = hasTokenizer ? await Tokenizer.load(tokenizerDir) : null;
   onProgress?.({ phase: 'headers', loaded: 0, total: checkpoint.bytes });

@@ -14,7 +14,7 @@ import { abortError } from '../errors.js';
 import { checkOutputDir } from '../formats/model-writer.js';
 import { tensorNames } from '../model/architecture.js';
 import type { ModelConfig } from '../model/config.js';
-import { loadModel, readSource, type ModelSource } from '../model/load.js';
+import { openModel, positiveInteger, readSource, type ModelSource } from '../model/load.js';
 import type { Model } from '../model/model.js';
 import type { MergeConfig } from '../merge/config.js';
 import { abortFlag, native, packageRoot, type NativeCalibration, type NativeQuantizedLinear } from '../native.js';
@@ -89,12 +89,6 @@ export interface QuantizeResult {
 
 const MEASURE_KEYS = ['calibration', 'length', 'measurementRows', 'threads', 'onProgress', 'signal'];
 const QUANTIZE_KEYS = [...MEASURE_KEYS, 'bitsPerWeight', 'headBits', 'rows', 'measurement', 'shardBytes', 'overwrite'];
-
-function positiveInteger(v: unknown, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new RangeError(`quantize: ${name} must be a positive integer (got ${String(v)})`);
-  return v;
-}
 
 function checkKeys(options: object, known: string[], what: string): void {
   if (typeof options !== 'object' || options === null) throw new TypeError(`${what}: options must be an object`);
@@ -176,7 +170,7 @@ async function sourceFingerprint(source: ModelSource): Promise<object> {
 }
 
 /** Opens (or resumes) a job: loads the model on the CPU, reads calibration text, prepares the job directory. */
-async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir: string, options: MeasureOptions & Partial<QuantizeOptions>, identity: object): Promise<Job> {
+async function openJob(source: ModelSource, dir: string, options: MeasureOptions & Partial<QuantizeOptions>, identity: object): Promise<Job> {
   const config = source.config;
   if (config.quantization?.method === 'exl2') throw new Error(`quantize: ${source.dir} is already EXL2; quantize the float model (exportModel() dequantizes an EXL2 model)`);
   for (const [name, v] of [['hidden_size', config.hiddenSize], ['intermediate_size', config.intermediateSize], ['num_attention_heads * head_dim', config.numAttentionHeads * config.headDim]] as const)
@@ -189,7 +183,7 @@ async function openJob(sourceArg: string | MergeConfig, source: ModelSource, dir
   if (length > config.maxPositionEmbeddings) throw new RangeError(`quantize: length ${length} is past the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   const text = await readCalibration(options.calibration);
 
-  const model = await loadModel(sourceArg, { device: 'cpu', ...(threads ? { threads } : {}), contextSize: length, kvCacheTokens: chunkRows(length) * length, ...(options.signal ? { signal: options.signal } : {}) });
+  const model = await openModel(async () => source, { device: 'cpu', ...(threads ? { threads } : {}), contextSize: length, kvCacheTokens: chunkRows(length) * length, ...(options.signal ? { signal: options.signal } : {}) });
   try {
     if (!model.tokenizer) throw new Error(`quantize: ${source.tokenizerDir} has no tokenizer.json to tokenize the calibration text`);
     const tokens = await calibrationRows(model.tokenizer, text, Math.max(rows, mRows), length);
@@ -313,7 +307,7 @@ export async function measure(source: string | MergeConfig, path: string | undef
   const target = path === undefined ? null : resolve(path);
   // Beside the file it writes (so a stopped measurement resumes), else a temporary directory.
   const dir = target ? join(dirname(target), `.${basename(target)}.job`) : join(tmpdir(), `laminate-measure-${randomBytes(4).toString('hex')}`);
-  const job = await openJob(source, await readSource(source), dir, options, { measure: true });
+  const job = await openJob(await readSource(source), dir, options, { measure: true });
   try {
     const m = await runMeasurement(job, options);
     if (target) {
@@ -352,7 +346,7 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
   else if (options.measurement) given = parseMeasurement(measurementJson(options.measurement, read.config.numHiddenLayers), read.config, 'measurement');
   const measurementId = given ? createHash('sha256').update(measurementJson(given, read.config.numHiddenLayers)).digest('hex') : null;
   const dir = join(dirname(outDir), `.${basename(outDir)}.quantize`);
-  const job = await openJob(source, read, dir, options, { bitsPerWeight: options.bitsPerWeight, headBits, measurement: measurementId });
+  const job = await openJob(read, dir, options, { bitsPerWeight: options.bitsPerWeight, headBits, measurement: measurementId });
   const { config, state } = job;
   const layers = config.numHiddenLayers;
   const resumedAt = state.quantized;

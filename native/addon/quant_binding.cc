@@ -57,7 +57,6 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
                            InstanceMethod("quantizeHead", &CalibrationWrap::quantize_head),
                            InstanceMethod("save", &CalibrationWrap::save),
                            InstanceMethod("load", &CalibrationWrap::load),
-                           InstanceMethod("position", &CalibrationWrap::position),
                            InstanceMethod("dispose", &CalibrationWrap::dispose),
                        });
   }
@@ -169,16 +168,6 @@ class CalibrationWrap : public Napi::ObjectWrap<CalibrationWrap> {
       const int block = static_cast<int>(to_integer(info[2], "block", 0, 1));
       auto c = live();
       return ProgressJob::start(info.Env(), [c, path, layer, block](auto, auto&) { c->load(path, layer, block); }, info.Env().Undefined(), info.Env().Undefined());
-    });
-  }
-
-  // position() -> { layer, block }: what the next measure or quantize call works on
-  Napi::Value position(const Napi::CallbackInfo& info) {
-    return guarded(info, [&]() -> Napi::Value {
-      Napi::Object o = Napi::Object::New(info.Env());
-      o.Set("layer", live()->next_layer());
-      o.Set("block", live()->next_block());
-      return o;
     });
   }
 

@@ -115,5 +115,8 @@ inline uint16_t f32_to_f16_bits(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
+// x rounded to the nearest fp16 value, as a float.
+inline float round_to_f16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
+
 
 }  // namespace laminate

@@ -1,5 +1,7 @@
 // Errors raised by native code. The addon turns them into JavaScript Errors.
 #pragma once
+#include <atomic>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -13,5 +15,10 @@ struct Error : std::runtime_error {
 struct Aborted : Error {
   Aborted() : Error("aborted") {}
 };
+
+// Throws Aborted when the flag (may be null) is set.
+inline void throw_if_aborted(const std::atomic<int32_t>* abort) {
+  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+}
 
 }  // namespace laminate

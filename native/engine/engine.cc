@@ -9,6 +9,7 @@
 
 #include "../core/error.h"
 #include "../cpu/cpu_backend.h"
+#include "../cpu/kernels.h"
 #include "../core/cpu_features.h"
 #include "../core/thread_pool.h"
 #include "../exl2/loader.h"
@@ -515,7 +516,7 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
     // Token embeddings.
     be.embed(embedding_, b.x);
     for (int l = 0; l < layers(); l++) {
-      if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+      throw_if_aborted(abort);
       decoder_layer(layers_[l], l, T, b, kWholeLayer, nullptr);
     }
     // Final norm and output head, for the rows whose logits were asked for.
@@ -530,7 +531,7 @@ void Engine::forward(const std::vector<StepEntry>& entries, StepResult& result, 
   try {
     do {
       if (be.begin_step(batch)) issue();
-      if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
+      throw_if_aborted(abort);
     } while (!be.end_step(logits, full, s.vocab, result.logits.data(), top_values, top_ids, G * K,
                           result.top_values.data(), result.top_ids.data()));
   } catch (...) {
@@ -592,8 +593,7 @@ void Engine::embed(const int32_t* ids, int n, float* x) const {
   for (int r = 0; r < n; r++) {
     if (ids[r] < 0 || ids[r] >= shape_.vocab)
       throw Error("embed: token id " + std::to_string(ids[r]) + " is outside the vocabulary");
-    for (int64_t c = 0; c < shape_.hidden; c++)
-      x[static_cast<int64_t>(r) * shape_.hidden + c] = load_as_f32(embedding_.data, embedding_.dtype, static_cast<int64_t>(ids[r]) * shape_.hidden + c);
+    embed_row(embedding_, ids[r], x + static_cast<int64_t>(r) * shape_.hidden);
   }
 }
 

@@ -7,8 +7,6 @@
 
 namespace laminate {
 
-static float fp16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
-
 // Row r of a segment of the stored layout, column n: bits [b * r, b * r + b) of the
 // column's stream, which starts at the segment's first qrow.
 static uint32_t stored_code(const Exl2View& w, const Exl2Group& seg, int64_t n, int r) {
@@ -29,7 +27,7 @@ void exl2_dequantize(const Exl2View& w, int64_t n_out, int64_t k, float* out) {
       const float sc = w.scale_table[seg.group * 16 + s];
       for (int r = 0; r < seg.rows; r++) {
         const uint32_t code = stored_code(w, seg, n, r);
-        out[n * k + w.perm[seg.row_start + r]] = fp16(static_cast<float>(static_cast<int>(code) - z) * sc);
+        out[n * k + w.perm[seg.row_start + r]] = round_to_f16(static_cast<float>(static_cast<int>(code) - z) * sc);
       }
     }
   }

@@ -79,8 +79,8 @@ Exl2View load_exl2(const RawTensor& qw, const RawTensor& inv, const RawTensor& q
   }
   for (int64_t g = 0; g < groups; g++) {
     const float max = load_as_f32(qm.data, DType::F16, g);
-    const float m = f16_to_f32(f32_to_f16_bits(max / 256.0f));
-    for (int s = 0; s < 16; s++) v.scale_table.push_back(f16_to_f32(f32_to_f16_bits(static_cast<float>((s + 1) * (s + 1)) * m)));
+    const float m = round_to_f16(max / 256.0f);
+    for (int s = 0; s < 16; s++) v.scale_table.push_back(round_to_f16(static_cast<float>((s + 1) * (s + 1)) * m));
   }
   v.q_weight = static_cast<const uint32_t*>(qw.data);
   v.row_stride = np;

@@ -92,10 +92,6 @@ std::unique_ptr<LinearWeight> dequantized(const QuantizedLinear& q, const Linear
   return w;
 }
 
-void check_abort(const std::atomic<int32_t>* abort) {
-  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-}
-
 }  // namespace
 
 Calibration::Calibration(std::shared_ptr<Engine> engine, std::vector<int32_t> tokens, int rows, int length, int threads,
@@ -114,7 +110,7 @@ void Calibration::run(Block block, const DecoderLayerWeights& w, std::vector<flo
                       const std::atomic<int32_t>* abort) {
   const int parts = block == Block::Attention ? kAttentionPart : kMlpPart;
   for (int r0 = 0; r0 < rows_; r0 += chunk_rows_) {
-    check_abort(abort);
+    throw_if_aborted(abort);
     const int r1 = std::min(rows_, r0 + chunk_rows_);
     std::vector<int> lengths(r1 - r0, length_);
     engine_->run_layer(next_layer_, w, x.data() + static_cast<size_t>(r0) * length_ * hidden_, lengths, parts, tap);
@@ -185,7 +181,7 @@ std::vector<double> Calibration::measure(Block block, const std::vector<std::vec
     const LinearWeight& w = *slot(original_w, block, m);
     if (w.format != WeightFormat::Dense) throw Error("quantize: the source model's weights must be F32, F16 or BF16");
     for (const auto& layout : layouts[m]) {
-      check_abort(abort);
+      throw_if_aborted(abort);
       quantized[m].push_back(gptq_quantize(w.dense, prepared.at(input_of(block, m)), layout, true, pool_, abort));
       weights[m].push_back(dequantized(quantized[m].back(), w));
       progress(++done, total);
@@ -235,7 +231,7 @@ std::vector<QuantizedLinear> Calibration::quantize(Block block, const std::vecto
     if (m == 0) ref = y;
     const PreparedHessian h = prepare_hessian(tap.hessian().data(), slot(w, block, m)->cols, pool_, abort);
     for (; m < end; m++) {
-      check_abort(abort);
+      throw_if_aborted(abort);
       const LinearWeight& source = *slot(original_w, block, m);
       if (source.format != WeightFormat::Dense) throw Error("quantize: the source model's weights must be F32, F16 or BF16");
       out[m] = gptq_quantize(source.dense, h, layouts[m], true, pool_, abort);
@@ -263,12 +259,12 @@ QuantizedLinear Calibration::quantize_head(const std::vector<QuantGroup>& layout
   const size_t row = static_cast<size_t>(length_) * hidden_;
   std::vector<float> normed(row * chunk_rows_);
   for (int r0 = 0; r0 < rows_; r0 += chunk_rows_) {
-    check_abort(abort);
+    throw_if_aborted(abort);
     const int r1 = std::min(rows_, r0 + chunk_rows_), n = (r1 - r0) * length_;
     engine_->head_input(x_.data() + r0 * row, n, normed.data());
     tap.input(LinearInput::Qkv, normed.data(), n, hidden_, hidden_);
   }
-  check_abort(abort);
+  throw_if_aborted(abort);
   const PreparedHessian h = prepare_hessian(tap.hessian().data(), hidden_, pool_, abort);
   return gptq_quantize(head.dense, h, layout, error_feedback, pool_, abort);
 }
@@ -293,7 +289,8 @@ void Calibration::load(const std::string& path, int next_layer, int next_block) 
                   std::fgetc(f) == EOF;
   std::fclose(f);
   if (!ok || header[0] != 0x4c41434c || header[1] != rows_ || header[2] != length_ || header[3] != hidden_ ||
-      header[4] != next_layer || header[5] != next_block)
+      header[4] != next_layer || header[5] != next_block || next_layer < 0 || next_layer > engine_->layers() ||
+      (next_layer == engine_->layers() && next_block != 0))
     throw Error(path + ": the calibration state does not belong to this job");
   x_ = std::move(x);
   next_layer_ = next_layer;

@@ -31,10 +31,6 @@ class Calibration {
   Calibration(std::shared_ptr<Engine> engine, std::vector<int32_t> tokens, int rows, int length, int threads,
               int chunk_tokens);
 
-  int rows() const { return rows_; }
-  int length() const { return length_; }
-  int next_layer() const { return next_layer_; }
-
   // Measurement of one block of the next layer: `layouts[m]` are the candidate layouts of its
   // m-th linear, `combos` (block_linears entries each) pick one per linear. Returns each
   // combination's mean relative error of the block's output (the residual stream), over
@@ -62,7 +58,6 @@ class Calibration {
   // resume a job. load checks that the file fits this calibration.
   void save(const std::string& path) const;
   void load(const std::string& path, int next_layer, int next_block);
-  int next_block() const { return next_block_; }
 
  private:
   // Runs `block` of the next layer with weights w over every row of x, tapping into `tap`.

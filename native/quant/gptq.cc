@@ -17,8 +17,6 @@ namespace {
 constexpr int64_t kColumnChunk = 64;  // output columns per task
 constexpr int kScaleSteps = 97;       // scale factors 0.70 .. 1.20 tried per group
 
-float round_f16(float x) { return f16_to_f32(f32_to_f16_bits(x)); }
-
 // Round half to even for |x| < 2^22, as nearbyint in the default rounding mode, without a
 // library call (so that loops over it vectorize).
 inline float round_even(float x) {
@@ -65,10 +63,6 @@ LAMINATE_VECTOR_CLONES void scale_errors(const float* wt, int64_t n, int64_t a, 
 
 int tasks_of(int64_t count, int64_t chunk) { return static_cast<int>((count + chunk - 1) / chunk); }
 
-void check_abort(const std::atomic<int32_t>* abort) {
-  if (abort && abort->load(std::memory_order_relaxed)) throw Aborted();
-}
-
 // x . y over n doubles, in four running sums (a fixed order: the same on every machine).
 double dot(const double* x, const double* y, int64_t n) {
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -98,7 +92,7 @@ bool cholesky(std::vector<double>& a, int64_t k, ThreadPool& pool, const std::at
     }
   };
   for (int64_t j0 = 0; j0 < k; j0 += panel) {
-    check_abort(abort);
+    throw_if_aborted(abort);
     const int64_t j1 = std::min(k, j0 + panel);
     for (int64_t j = j0; j < j1; j++) {
       double* rj = l + j * k;
@@ -184,7 +178,7 @@ PreparedHessian prepare_hessian(const double* h, int64_t k, ThreadPool& pool, co
       a[i * k + i] += damp * attempt;
     });
     if (!cholesky(a, k, pool, abort)) continue;
-    check_abort(abort);
+    throw_if_aborted(abort);
     invert_lower(a, k, m, pool);
     out.u.assign(static_cast<size_t>(k * k), 0.0f);
     bool finite = true;
@@ -237,7 +231,7 @@ QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, cons
 
   int64_t a = 0;
   for (size_t g = 0; g < groups.size(); g++) {
-    check_abort(abort);
+    throw_if_aborted(abort);
     const int bits = groups[g].bits;
     const int64_t b = a + groups[g].rows, rows = b - a;
     const int maxq = (1 << bits) - 1, zero = 1 << (bits - 1);
@@ -258,11 +252,11 @@ QuantizedLinear gptq_quantize(const DenseView& w, const PreparedHessian& h, cons
       code[c] = std::clamp(static_cast<int>(std::nearbyint(16.0f * std::sqrt(base[c] / top))), 1, 16);
     auto group_max = [&](int step) {
       const float p = 0.70f + static_cast<float>(step) * (0.5f / 96.0f);
-      return std::min(round_f16(top * p), 65504.0f);
+      return std::min(round_to_f16(top * p), 65504.0f);
     };
     auto scales_for = [&](float max_scale, float* out_scale) {
-      const float m = round_f16(max_scale / 256.0f);
-      for (int64_t c = 0; c < n; c++) out_scale[c] = round_f16(static_cast<float>(code[c] * code[c]) * m);
+      const float m = round_to_f16(max_scale / 256.0f);
+      for (int64_t c = 0; c < n; c++) out_scale[c] = round_to_f16(static_cast<float>(code[c] * code[c]) * m);
     };
     pool.parallel_for(kScaleSteps, [&](int step, int) { scales_for(group_max(step), step_scale.data() + step * n); });
     pool.parallel_for(chunks, [&](int t, int) {
