@@ -91,11 +91,14 @@ export interface NativeEngine {
   prefault(onProgress: ((done: number, total: number) => void) | undefined, abort: Int32Array | undefined): Promise<void>;
   /** logits: the rows asked for, in entry order; topValues and topIds: topK (the largest asked for) per entry with logits 3, in entry order, largest first. */
   step(batch: NativeStepEntry[], abort: Int32Array | undefined): Promise<NativeStepResult>;
-  createSequence(): number;
+  /** shared: the sequence takes part in the prefix cache. */
+  createSequence(shared?: boolean): number;
+  /** Gives an empty shared sequence the cached KV pages that `tokens` begins with (leaving one token at least); returns the positions it now holds. */
+  attachPrefix(id: number, tokens: Int32Array): number;
   freeSequence(id: number): void;
   sequenceLength(id: number): number;
   truncateSequence(id: number, length: number): void;
-  cacheStats(): { pageSize: number; pagesInUse: number; maxPages: number; bytesAllocated: number };
+  cacheStats(): { pageSize: number; pagesInUse: number; maxPages: number; cachedPages: number; bytesAllocated: number };
   stepCounts(): StepCounts;
   info(): { device: 'cpu' | 'cuda'; deviceName?: string; deviceBytes: number; isa: string; threads: number; mappedBytes: number; layers: number };
   dispose(): void;

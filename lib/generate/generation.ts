@@ -23,6 +23,8 @@ export interface GenerationResult {
   tokens: number[];
   finishReason: FinishReason;
   promptTokens: number;
+  /** Prompt tokens read from the prefix cache instead of computed. */
+  cachedTokens: number;
   logprobs?: TokenLogprob[];
   /** Milliseconds from the call to the first token, and decode speed after it. */
   timeToFirstTokenMs: number;

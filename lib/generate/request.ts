@@ -21,6 +21,8 @@ export class Request {
   readonly #started = performance.now();
   #firstTokenAt = 0;
   readonly tokens: number[] = [];
+  /** Prompt tokens whose KV came from the prefix cache. */
+  cachedTokens = 0;
   readonly #logprobs: TokenLogprob[] = [];
   #text = '';
   #finished = false;
@@ -113,6 +115,7 @@ export class Request {
       tokens: this.tokens,
       finishReason: reason,
       promptTokens: s.prompt.length,
+      cachedTokens: this.cachedTokens,
       ...(s.logprobs > 0 ? { logprobs: this.#logprobs } : {}),
       timeToFirstTokenMs: (this.#firstTokenAt || end) - this.#started,
       tokensPerSecond: decodeSeconds > 0 ? (this.tokens.length - 1) / decodeSeconds : 0,

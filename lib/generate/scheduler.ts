@@ -10,6 +10,8 @@ export interface SchedulerOptions {
   maxBatchTokens?: number;
   /** Requests that may wait for KV cache memory; beyond, a request fails at once (default 0: never wait). */
   maxQueue?: number;
+  /** Generations that own their sequence start from cached prompt pages (default true). */
+  prefixCache?: boolean;
 }
 
 export interface Job {
@@ -17,6 +19,8 @@ export interface Job {
   sequence: number;
   /** Free the sequence when done (false for a conversation that keeps its cache). */
   ownsSequence: boolean;
+  /** The sequence takes part in the prefix cache: its prompt may start from cached pages. */
+  shared: boolean;
   /** Tokens still to feed, and how many of them were fed. */
   pending: Int32Array;
   fed: number;
@@ -73,12 +77,29 @@ export class Scheduler {
     return this.#pages(job.maxLength) - this.#pages(job.length) <= free;
   }
 
+  /** Whether the job can run now; a new shared job first takes the cached pages its prompt
+   * begins with, and gives them back if it still cannot run. */
+  #place(job: Job): boolean {
+    if (!job.shared || job.length !== 0) return this.#fits(job);
+    const engine = this.#engine();
+    const hit = engine.attachPrefix(job.sequence, job.pending);
+    job.length = job.fed = hit;
+    if (this.#fits(job)) {
+      for (let i = 0; i < hit; i++) job.fedTokens.push(job.pending[i]!);
+      job.request.cachedTokens = hit;
+      return true;
+    }
+    if (hit > 0) engine.truncateSequence(job.sequence, 0);
+    job.length = job.fed = 0;
+    return false;
+  }
+
   submit(job: Job): void {
     if (this.#closed) return this.#end(job, this.#closed);
     const stats = this.#engine().cacheStats();
     if (this.#pages(job.maxLength) > stats.maxPages)
       return this.#end(job, new Error(`KV cache too small: this request needs ${this.#pages(job.maxLength)} pages of ${stats.pageSize} tokens, the cache holds ${stats.maxPages} (loadModel kvCacheTokens)`));
-    if (this.#fits(job)) this.#active.push(job);
+    if (this.#place(job)) this.#active.push(job);
     else if (this.#waiting.length < this.#maxQueue) this.#waiting.push(job);
     else
       return this.#end(job, new Error(`KV cache is full: ${this.#active.length} requests are running and ${this.#waiting.length} waiting (raise kvCacheTokens or maxQueue)`));
@@ -100,7 +121,7 @@ export class Scheduler {
   #admit(): void {
     for (const job of this.#waiting) if (job.signal?.aborted) this.#end(job, abortError(job.signal));
     this.#waiting = this.#waiting.filter((j) => !j.signal?.aborted);
-    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!)) this.#active.push(this.#waiting.shift()!);
+    while (this.#waiting.length > 0 && this.#place(this.#waiting[0]!)) this.#active.push(this.#waiting.shift()!);
   }
 
   #end(job: Job, error: Error | null, release = true): void {

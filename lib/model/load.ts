@@ -45,11 +45,18 @@ export interface LoadOptions {
   maxBatchTokens?: number;
   /** Generations that may wait for KV cache memory instead of failing at once (default 0). */
   maxQueue?: number;
+  /**
+   * Prefix cache (default true): a generation whose prompt begins with tokens whose KV is
+   * still cached (an earlier turn of a chat, a shared system prompt) computes only the rest.
+   * Cached pages are shared between sequences and reclaimed, least recently used first,
+   * when memory is needed.
+   */
+  prefixCache?: boolean;
   onProgress?: (progress: LoadProgress) => void;
   signal?: AbortSignal;
 }
 
-const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'maxBatchTokens', 'maxQueue', 'onProgress', 'signal']);
+const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'maxBatchTokens', 'maxQueue', 'prefixCache', 'onProgress', 'signal']);
 
 /** The small demo model shipped in the package, used when loadModel() gets no directory. */
 export const demoModelDir = join(packageRoot, 'models', 'tiny-mistral-bf16');
@@ -142,6 +149,8 @@ export async function openModel(read: () => Promise<ModelSource>, options: LoadO
     if (!Number.isSafeInteger(options.maxQueue) || options.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer (got ${String(options.maxQueue)})`);
     scheduling.maxQueue = options.maxQueue;
   }
+  if (options.prefixCache !== undefined && typeof options.prefixCache !== 'boolean') throw new TypeError(`prefixCache must be a boolean (got ${String(options.prefixCache)})`);
+  scheduling.prefixCache = options.prefixCache ?? true;
   const { signal, onProgress } = options;
   if (signal?.aborted) throw abortError(signal);
 

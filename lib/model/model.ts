@@ -135,6 +135,7 @@ export class Model {
   #engine: NativeEngine | null;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #scheduler: Scheduler;
+  readonly #prefixCache: boolean;
 
   /** @internal Use loadModel(). */
   constructor(config: ModelConfig, engine: NativeEngine, info: ModelInfo, tokenizer: Tokenizer | null, scheduling: SchedulerOptions = {}) {
@@ -143,6 +144,7 @@ export class Model {
     this.info = info;
     this.tokenizer = tokenizer;
     this.#scheduler = new Scheduler(() => this._engine(), (job) => this.#enqueue(job), scheduling);
+    this.#prefixCache = scheduling.prefixCache ?? true;
   }
 
   /** @internal */
@@ -165,7 +167,8 @@ export class Model {
     return new Sequence(this, this._engine().createSequence());
   }
 
-  /** KV cache use: pages of `pageSize` positions. */
+  /** KV cache use: pages of `pageSize` positions; `cachedPages` are held only by the
+   * prefix cache (reclaimed when needed). */
   cacheStats(): ReturnType<NativeEngine['cacheStats']> {
     return this._engine().cacheStats();
   }
@@ -332,11 +335,13 @@ export class Model {
       logprobs,
     });
     const engine = this._engine();
-    const sequence = session ? session.sequence : engine.createSequence();
+    const shared = !session && this.#prefixCache;
+    const sequence = session ? session.sequence : engine.createSequence(shared);
     const job: Job = {
       request,
       sequence,
       ownsSequence: !session,
+      shared,
       pending: prompt,
       fed: 0,
       length: start,

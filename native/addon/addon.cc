@@ -185,6 +185,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("prefault", &EngineWrap::prefault),
                            InstanceMethod("step", &EngineWrap::step),
                            InstanceMethod("createSequence", &EngineWrap::create_sequence),
+                           InstanceMethod("attachPrefix", &EngineWrap::attach_prefix),
                            InstanceMethod("freeSequence", &EngineWrap::free_sequence),
                            InstanceMethod("sequenceLength", &EngineWrap::sequence_length),
                            InstanceMethod("truncateSequence", &EngineWrap::truncate_sequence),
@@ -250,7 +251,21 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   Napi::Value create_sequence(const Napi::CallbackInfo& info) {
-    return guarded(info, [&]() -> Napi::Value { return Napi::Number::New(info.Env(), live().create_sequence()); });
+    return guarded(info, [&]() -> Napi::Value {
+      const bool shared = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+      return Napi::Number::New(info.Env(), live().create_sequence(shared));
+    });
+  }
+
+  Napi::Value attach_prefix(const Napi::CallbackInfo& info) {
+    return guarded(info, [&]() -> Napi::Value {
+      const int id = static_cast<int>(to_integer(info[0], "sequence", 0, INT32_MAX));
+      if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw Error("attachPrefix: tokens must be an Int32Array");
+      Napi::Int32Array ta = info[1].As<Napi::Int32Array>();
+      std::vector<int32_t> tokens(ta.Data(), ta.Data() + ta.ElementLength());
+      return Napi::Number::New(info.Env(), live().attach_prefix(id, tokens));
+    });
   }
 
   Napi::Value free_sequence(const Napi::CallbackInfo& info) {
@@ -281,6 +296,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("pageSize", s.page_size);
       o.Set("pagesInUse", s.pages_in_use);
       o.Set("maxPages", s.max_pages);
+      o.Set("cachedPages", s.cached_pages);
       o.Set("bytesAllocated", static_cast<double>(s.bytes_allocated));
       return o;
     });

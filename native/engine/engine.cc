@@ -308,9 +308,15 @@ void Engine::prefault(const std::atomic<int32_t>* abort, const std::function<voi
   }
 }
 
-int Engine::create_sequence() {
+int Engine::create_sequence(bool shared) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return cache_->create_sequence();
+  return cache_->create_sequence(shared);
+}
+
+int Engine::attach_prefix(int id, const std::vector<int32_t>& tokens) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int n = static_cast<int>(std::min<size_t>(tokens.size(), static_cast<size_t>(shape_.context)));
+  return cache_->attach_prefix(id, tokens.data(), n, n - 1);
 }
 
 void Engine::free_sequence(int id) {
@@ -333,7 +339,7 @@ void Engine::truncate_sequence(int id, int length) {
 
 Engine::CacheStats Engine::cache_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {cache_->page_size(), cache_->pages_in_use(), cache_->max_pages(),
+  return {cache_->page_size(), cache_->pages_in_use(), cache_->max_pages(), cache_->cached_pages(),
           device_ == "cuda" ? static_cast<int64_t>(kv_device_bytes_) : cache_->bytes_allocated()};
 }
 
@@ -375,8 +381,7 @@ void Engine::step(const std::vector<StepEntry>& entries, StepResult& result, con
     for (size_t i = 0; i < entries.size(); i++) cache_->set_length(entries[i].sequence, old_length[i]);
     throw;
   }
-  for (size_t i = 0; i < entries.size(); i++)
-    cache_->set_length(entries[i].sequence, old_length[i] + static_cast<int>(entries[i].tokens.size()));
+  for (const StepEntry& e : entries) cache_->append(e.sequence, e.tokens.data(), static_cast<int>(e.tokens.size()));
 }
 
 void Engine::step_rows(const std::vector<StepEntry>& entries, StepRows& rows) {

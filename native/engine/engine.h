@@ -72,12 +72,16 @@ class Engine {
   // Touches every page of the weights (progress in bytes, abort flag checked in between).
   void prefault(const std::atomic<int32_t>* abort, const std::function<void(uint64_t, uint64_t)>& progress);
 
-  int create_sequence();
+  // shared: the sequence takes part in the prefix cache (see KvCache).
+  int create_sequence(bool shared = false);
+  // Gives an empty shared sequence the cached pages that `tokens` begins with, leaving at
+  // least one token to compute; returns how many positions it now holds.
+  int attach_prefix(int id, const std::vector<int32_t>& tokens);
   void free_sequence(int id);
   int sequence_length(int id);
   void truncate_sequence(int id, int length);
   struct CacheStats {
-    int page_size, pages_in_use, max_pages;
+    int page_size, pages_in_use, max_pages, cached_pages;
     int64_t bytes_allocated;
   };
   CacheStats cache_stats();

@@ -1,8 +1,16 @@
-// The KV cache: a pool of fixed-size pages. A sequence owns a list of pages; its
+// The KV cache: a pool of fixed-size pages. A sequence holds a list of pages; its
 // position p lives in page p / page_size, slot p % page_size. Pages are allocated on first
-// use up to a limit and return to the pool when a sequence is freed or truncated.
+// use up to a limit and return to the pool when no sequence holds them.
+//
+// Prefix cache: a sequence created `shared` publishes each page it fills, keyed by the
+// page's tokens and the page before it. A new shared sequence whose tokens begin with a
+// published run of pages takes those pages instead of computing them again (a page is
+// then held by several sequences; only full pages are shared, so no sequence ever writes
+// to a page another one reads). A published page that no sequence holds stays cached, and
+// is reclaimed, least recently used first, when the pool needs a page.
 #pragma once
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -17,7 +25,10 @@ class KvCache {
 
   int page_size() const { return page_size_; }
   int max_pages() const { return max_pages_; }
+  // Pages held by at least one sequence.
   int pages_in_use() const { return in_use_; }
+  // Published pages that no sequence holds (reclaimable).
+  int cached_pages() const { return static_cast<int>(lru_.size()); }
   // Host bytes the pages take (0 when a device keeps them).
   int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_floats_ * 4; }
 
@@ -25,27 +36,54 @@ class KvCache {
   float* keys(int page, int layer, int kv_head) { return at(page, layer, 0, kv_head); }
   float* values(int page, int layer, int kv_head) { return at(page, layer, 1, kv_head); }
 
-  int create_sequence();
+  // shared: the sequence takes part in the prefix cache.
+  int create_sequence(bool shared = false);
   bool has_sequence(int id) const { return sequences_.count(id) != 0; }
+  bool is_shared(int id) const { return get(id).shared; }
   void free_sequence(int id);
   int length(int id) const;
   const std::vector<int>& pages(int id) const;
   // Makes room for `extra` more positions; throws Error (changing nothing) when the pool
   // is exhausted.
   void reserve(int id, int extra);
-  int free_pages_available() const { return static_cast<int>(free_.size()) + (max_pages_ - created_); }
+  // Pages that can be handed out now: never used, returned, or cached and reclaimable.
+  int free_pages_available() const { return static_cast<int>(free_.size() + lru_.size()) + (max_pages_ - created_); }
   int pages_needed(int id, int extra) const;
-  void set_length(int id, int length);  // also releases pages past the new length
+  // Releases pages past the new length. A shared sequence cannot be cut inside a page that
+  // another sequence also holds.
+  void set_length(int id, int length);
+  // Extends the sequence by the tokens just written at its end (after reserve), and
+  // publishes the pages they filled (shared sequences).
+  void append(int id, const int32_t* tokens, int n);
+  // Gives an empty shared sequence the longest published run of pages that `tokens`
+  // begins with, at most `limit` positions; returns the positions it now holds.
+  int attach_prefix(int id, const int32_t* tokens, int n, int limit);
 
  private:
   struct Sequence {
     std::vector<int> pages;
     int length = 0;
+    bool shared = false;
+    std::vector<int32_t> tokens;  // shared: every token in the cache
+    int published = 0;            // shared: leading pages published (or attached)
+  };
+  struct Page {
+    int holders = 0;
+    uint64_t serial = 0;  // 0: not published; else unique to this publication
+    uint64_t parent = 0;  // serial of the page before (0 for a sequence's first page)
+    uint64_t key = 0;
+    std::vector<int32_t> tokens;
+    std::list<int>::iterator lru;
   };
   float* at(int page, int layer, int kv, int head) {
     return storage_[page].get() + ((static_cast<int64_t>(layer) * 2 + kv) * kv_heads_ + head) * page_size_ * head_dim_;
   }
   int take_page();
+  void hold(int page);
+  void release(int page);
+  void unpublish(int page);
+  uint64_t key_of(uint64_t parent, const int32_t* tokens) const;
+  int find(uint64_t parent, const int32_t* tokens) const;
   Sequence& get(int id);
   const Sequence& get(int id) const;
 
@@ -54,7 +92,11 @@ class KvCache {
   int created_ = 0;  // pages handed out so far (ids 0 .. created_ - 1)
   int64_t page_floats_;
   std::vector<std::unique_ptr<float[]>> storage_;
+  std::vector<Page> meta_;
   std::vector<int> free_;
+  std::list<int> lru_;  // cached pages, least recently used first
+  std::unordered_map<uint64_t, int> published_;
+  uint64_t next_serial_ = 1;
   int in_use_ = 0;
   int next_id_ = 1;
   std::unordered_map<int, Sequence> sequences_;
