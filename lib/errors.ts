@@ -18,3 +18,17 @@ export function abortError(signal?: AbortSignal): Error {
   err.name = 'AbortError';
   return err;
 }
+
+/**
+ * A generation the engine has no room for. `retryable`: the KV cache and its waiting queue
+ * are full now (try again later); otherwise the request needs more KV cache than there is.
+ */
+export class CapacityError extends Error {
+  override name = 'CapacityError';
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}

@@ -22,7 +22,7 @@ export { merge, type MergeOptions, type MergeResult } from './merge/merge.js';
 export { exportModel, type ExportOptions } from './model/export.js';
 export { packExl2, quantizeRtn, layoutGroups, bitsPerWeight, EXL2_WIDTHS, type Exl2Codes, type Exl2Group, type Exl2Tensors, type Exl2Width } from './formats/exl2.js';
 export { MergeConfigError, type MergeConfig, type MergeSlice, type SliceSource, type Parameters, type ParameterValue } from './merge/config.js';
-export { FormatError } from './errors.js';
+export { FormatError, CapacityError } from './errors.js';
 export { cpuInfo, cudaInfo, type CpuInfo, type CudaDevice, type CudaInfo, type Isa } from './system.js';
 export type { StepCounts } from './native.js';
 export { quantize, measure, chooseStrategy, type QuantizeOptions, type MeasureOptions, type QuantizeProgress, type QuantizeResult, type QuantizedBlock } from './quantize/quantize.js';
@@ -30,3 +30,7 @@ export { readCalibration, calibrationRows, defaultCalibrationPath, CalibrationEr
 export { readMeasurement, parseMeasurement, measurementJson, MeasurementError, type Measurement, type MeasuredOption } from './quantize/measurement.js';
 export { optimize, BudgetError, type SlotOption } from './quantize/optimize.js';
 export { recipeGroups, recipeBits, parseRecipe, ATTENTION_CANDIDATES, MLP_CANDIDATES, HEAD_RECIPES, type Recipe, type RecipePart } from './quantize/recipes.js';
+export { createServer, type ServerOptions, type LaminateServer, type ServerState } from './server/server.js';
+export { serve, type ServeOptions, type RunningServer } from './server/serve.js';
+export { ApiError } from './server/errors.js';
+export type { ServerMetrics } from './server/metrics.js';

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// The `laminate` command: generate, chat, merge, quantize, export, info, cpu, gpu.
+// The `laminate` command: generate, chat, serve, merge, quantize, export, info, cpu, gpu.
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
 import cliProgress from 'cli-progress';
 
 import type { GenerateOptions, Generation, LoadOptions, LoadProgress, Model, QuantizeProgress } from '../index.js';
-import { cpuInfo, cudaInfo, exportModel, loadModel, measure, merge, quantize } from '../index.js';
+import { cpuInfo, cudaInfo, exportModel, loadModel, measure, merge, quantize, serve } from '../index.js';
 
 const HELP = `laminate: run transformer language models from Node.js
 
@@ -14,6 +14,8 @@ Usage:
   laminate generate [--model DIR] "prompt"      stream a continuation of the prompt
   laminate generate [--model DIR] --tokens 1,415,2936
   laminate chat [--model DIR] [--system TEXT]   interactive chat (Ctrl-C stops a reply, Ctrl-D quits)
+  laminate serve [--model DIR|CONFIG.yml] [--port 8080] [--api-key KEY]
+                                                an OpenAI-compatible HTTP server (SIGTERM drains it)
   laminate merge CONFIG.yml OUT_DIR             run a mergekit configuration, write the merged model
   laminate quantize --model DIR|CONFIG.yml OUT_DIR --bpw B [--head-bits 6]
                                                 EXL2 at B bits per weight (2 to 8), as ExLlamaV2 writes it
@@ -50,6 +52,18 @@ Quantizing (Ctrl-C stops; the same command again resumes from the last finished 
   --measurement FILE     reuse a measurement (laminate's or ExLlamaV2's measurement.json)
 
 --model also takes a passthrough merge configuration (.yml): it loads without writing.
+
+Serving:
+  --host H               interface to bind (default 127.0.0.1; 0.0.0.0 for every one)
+  --port N               default 8080
+  --api-key KEY          accept this bearer key (repeatable; also LAMINATE_API_KEY)
+  --model-name NAME      the id clients send as "model" (default: the directory's name)
+  --cors ORIGIN          allow cross-origin requests from ORIGIN ('*': any; repeatable)
+  --context-size N  --kv-cache-tokens N  --max-batch-tokens N
+  --max-queue N          requests that may wait for KV cache memory before 429 (default 64)
+  --default-max-tokens N max_tokens of a request that gives none (default 1024)
+  --no-prefix-cache      compute every prompt in full
+  --shutdown-timeout S   on SIGTERM, seconds running requests get to finish (default 30)
 
 Other:
   --device D             cpu, cuda, cuda:N or auto (default: auto, the GPU when the
@@ -90,6 +104,18 @@ const OPTIONS = {
   'measurement-rows': { type: 'string' },
   measurement: { type: 'string' },
   'measure-only': { type: 'boolean' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'api-key': { type: 'string', multiple: true },
+  'model-name': { type: 'string' },
+  cors: { type: 'string', multiple: true },
+  'context-size': { type: 'string' },
+  'kv-cache-tokens': { type: 'string' },
+  'max-batch-tokens': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'default-max-tokens': { type: 'string' },
+  'no-prefix-cache': { type: 'boolean' },
+  'shutdown-timeout': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -281,6 +307,7 @@ async function main(argv: string[]): Promise<number> {
       throw e;
     }
   }
+  if (command === 'serve') return serveCommand(values);
   if (command === 'export') {
     const out = positionals[1];
     if (!values.model || !out) throw new Error('usage: laminate export --model DIR OUT_DIR [--dtype float16|bfloat16|float32]');
@@ -325,6 +352,57 @@ async function main(argv: string[]): Promise<number> {
     generation = model.generate(prompt, options);
   }
   await stream(generation, json);
+  return 0;
+}
+
+/** Runs until SIGTERM or SIGINT, then drains: exit 0 once running requests are done. */
+async function serveCommand(values: Values): Promise<number> {
+  const optional = (flag: keyof Values) => number(values, flag);
+  const keys = [...(values['api-key'] ?? []), ...(process.env['LAMINATE_API_KEY'] ? [process.env['LAMINATE_API_KEY']] : [])];
+  const cors = values.cors === undefined ? undefined : values.cors.some((o) => o === '' || o === '*') ? true : values.cors;
+  const entries: [string, number | undefined][] = [
+    ['threads', optional('threads')],
+    ['contextSize', optional('context-size')],
+    ['kvCacheTokens', optional('kv-cache-tokens')],
+    ['maxBatchTokens', optional('max-batch-tokens')],
+    ['maxQueue', optional('max-queue') ?? 64],
+    ['defaultMaxTokens', optional('default-max-tokens')],
+    ['port', optional('port')],
+  ];
+  const server = await serve({
+    ...Object.fromEntries(entries.filter(([, v]) => v !== undefined)),
+    ...(values.model !== undefined ? { model: values.model } : {}),
+    ...(values.host !== undefined ? { host: values.host } : {}),
+    ...(values.device !== undefined ? { device: values.device as LoadOptions['device'] } : {}),
+    ...(values['model-name'] !== undefined ? { modelName: values['model-name'] } : {}),
+    ...(keys.length > 0 ? { apiKeys: keys } : {}),
+    ...(cors !== undefined ? { cors } : {}),
+    ...(values['no-prefix-cache'] ? { prefixCache: false } : {}),
+  });
+  const timeout = (optional('shutdown-timeout') ?? 30) * 1000;
+  process.stderr.write(`laminate: listening on ${server.url} (loading the model)\n`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`laminate: ${signal}: finishing ${server.app.inflight} running request(s), at most ${timeout / 1000} s\n`);
+    server.close(timeout).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    const model = await server.model;
+    process.stderr.write(`laminate: serving ${model.info.dir} on ${model.info.device}${model.info.isa ? ` (${model.info.isa}, ${model.info.threads} threads)` : ''}${keys.length === 0 ? '; no API key set' : ''}\n`);
+  } catch (e) {
+    process.stderr.write(`laminate: the model failed to load: ${(e as Error).message}\n`);
+    await server.close(0);
+    return 1;
+  }
+  // Serve until a signal stops the process.
+  await new Promise<never>(() => undefined);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // Continuous batching: every active request contributes to each forward pass (a prompt
 // chunk, or its one new token), requests join and leave between passes, and KV cache
 // pages are promised to a request when it is admitted, so a pass never runs out of them.
-import { abortError } from '../errors.js';
+import { CapacityError, abortError } from '../errors.js';
 import type { NativeEngine, NativeStepEntry, NativeStepResult } from '../native.js';
 import type { Request } from './request.js';
 
@@ -98,11 +98,11 @@ export class Scheduler {
     if (this.#closed) return this.#end(job, this.#closed);
     const stats = this.#engine().cacheStats();
     if (this.#pages(job.maxLength) > stats.maxPages)
-      return this.#end(job, new Error(`KV cache too small: this request needs ${this.#pages(job.maxLength)} pages of ${stats.pageSize} tokens, the cache holds ${stats.maxPages} (loadModel kvCacheTokens)`));
+      return this.#end(job, new CapacityError(`KV cache too small: this request needs ${this.#pages(job.maxLength)} pages of ${stats.pageSize} tokens, the cache holds ${stats.maxPages} (loadModel kvCacheTokens)`, false));
     if (this.#place(job)) this.#active.push(job);
     else if (this.#waiting.length < this.#maxQueue) this.#waiting.push(job);
     else
-      return this.#end(job, new Error(`KV cache is full: ${this.#active.length} requests are running and ${this.#waiting.length} waiting (raise kvCacheTokens or maxQueue)`));
+      return this.#end(job, new CapacityError(`KV cache is full: ${this.#active.length} requests are running and ${this.#waiting.length} waiting (raise kvCacheTokens or maxQueue)`, true));
     this.#kick();
   }
 

@@ -317,6 +317,7 @@ export class Model {
     const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
     if (!stops.every((s) => typeof s === 'string' && s.length > 0)) throw new TypeError('stop must be a non-empty string or a list of them');
     if (stops.length > 0 && !this.tokenizer) throw new Error('stop strings need a tokenizer (this model has no tokenizer.json)');
+    if (prompt.length === 0) throw new RangeError('the prompt is empty');
     const context = this.info.contextSize;
     const start = session?.keep ?? 0;
     if (start + prompt.length > context)
