@@ -48,6 +48,15 @@ describe('generations through the prefix cache', () => {
     expect(r.logprobs).toEqual(reference.logprobs);
   });
 
+  it('a page matches only after the same pages: the same tokens at another position are not a hit', async () => {
+    const ids = cached.tokenize(story);
+    await cached.generate({ tokens: ids, maxTokens: 1 });
+    const shifted = ids.slice(PAGE);
+    const r = await cached.generate({ tokens: shifted, maxTokens: 8, logprobs: 1 });
+    expect(r.cachedTokens).toBe(0);
+    expect(r.logprobs).toEqual((await plain.generate({ tokens: shifted, maxTokens: 8, logprobs: 1 })).logprobs);
+  });
+
   it('a ten-turn conversation prefills only each new turn and says what the plain model says', async () => {
     // (no system message: Mistral's template moves it to the last user turn, so it would
     // change the prompt's beginning every turn)

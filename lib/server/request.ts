@@ -34,7 +34,7 @@ export interface ParsedCompletion extends ParsedCommon {
 // OpenAI request fields accepted and without effect here (bookkeeping, or settings whose
 // default is all laminate does).
 const IGNORED = ['user', 'store', 'metadata', 'service_tier', 'parallel_tool_calls', 'prediction', 'modalities', 'audio', 'reasoning_effort', 'web_search_options', 'prompt_cache_key', 'safety_identifier', 'verbosity'];
-const COMMON = ['model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'stop', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'n', 'top_k', 'min_p', 'typical_p', 'repetition_penalty'];
+const COMMON = ['model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'stop', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'n', 'top_k', 'min_p', 'typical_p', 'repetition_penalty', 'ignore_eos'];
 const CHAT_FIELDS = new Set([...IGNORED, ...COMMON, 'messages', 'max_completion_tokens', 'logprobs', 'top_logprobs', 'tools', 'tool_choice', 'response_format', 'functions', 'function_call']);
 const COMPLETION_FIELDS = new Set([...IGNORED, ...COMMON, 'prompt', 'logprobs', 'echo', 'best_of', 'suffix']);
 
@@ -121,6 +121,7 @@ function parseCommon(body: unknown, allowed: Set<string>): { body: Body; common:
       throw badRequest("'stop' must be a non-empty string or a list of at most 4 of them", 'stop');
     if (list.length > 0) options.stop = list as string[];
   }
+  if (boolean(b, 'ignore_eos')) options.stopAtEos = false;
   const n = integer(b, 'n', 1, MAX_CHOICES) ?? 1;
   const maxTokens = integer(b, 'max_tokens', 1, Number.MAX_SAFE_INTEGER) ?? null;
   return { body: b, common: { model: b['model'], n, stream, includeUsage, maxTokens, logprobs: null, options } };
