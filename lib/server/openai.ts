@@ -27,11 +27,12 @@ const MAX_CHOICES = 64;
 /** How a token reads in log-probability listings: its text and its UTF-8 bytes. */
 export class TokenStrings {
   readonly #cache = new Map<number, { token: string; bytes: number[] }>();
-  constructor(readonly tokenizer: Tokenizer) {}
+  constructor(readonly tokenizer: Tokenizer | null) {}
 
   get(id: number): { token: string; bytes: number[] } {
     let t = this.#cache.get(id);
     if (!t) {
+      if (!this.tokenizer) return { token: `<${id}>`, bytes: Array.from(Buffer.from(`<${id}>`)) };
       const stored = this.tokenizer.tokenText(id) ?? '';
       const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(stored);
       if (byte) {

@@ -83,7 +83,7 @@ export function createServer(options: ServerOptions): LaminateServer {
     if (state !== 'loading') return;
     model = m;
     state = 'ready';
-    ctx = { model: m, modelName: options.modelName ?? basename(m.info.dir), metrics, defaultMaxTokens, tokens: new TokenStrings(m.tokenizer!) };
+    ctx = { model: m, modelName: options.modelName ?? basename(m.info.dir), metrics, defaultMaxTokens, tokens: new TokenStrings(m.tokenizer) };
   };
   if (options.model instanceof Promise)
     options.model.then(ready, (e: unknown) => {
