@@ -167,6 +167,21 @@ describe('limits', () => {
     expect(rb.tokens).toEqual((await queued.generate('Python is', { maxTokens: 50, stopAtEos: false })).tokens);
   });
 
+  it('a request that arrives while a pass runs fits when the cache holds every request in full', async () => {
+    // 8 requests of 13 pages each in a cache of exactly 8 x 13 pages, started one after
+    // another as earlier ones run: the pages the running pass took count once
+    await using exact = await loadModel(undefined, { threads: 2, contextSize: 208, kvCacheTokens: 8 * 208, prefixCache: false });
+    const prompt = (i: number) => Array.from({ length: 128 }, (_, j) => 3 + ((i * 37 + j * 11) % 2000));
+    const loops = [...Array(8)].map(async (_, i) => {
+      for (let round = 0; round < 3; round++) {
+        await new Promise((r) => setTimeout(r, i * 3));
+        const r = await exact.generate({ tokens: prompt(i * 3 + round), maxTokens: 64, stopAtEos: false });
+        expect(r.tokens.length).toBe(64);
+      }
+    });
+    await Promise.all(loops);
+  });
+
   it('dispose during generation ends the streams with an error', async () => {
     const own = await loadModel(undefined, { threads: 1 });
     const generation = own.generate('The function', { maxTokens: 500, stopAtEos: false });

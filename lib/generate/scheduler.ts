@@ -26,6 +26,8 @@ export interface Job {
   fed: number;
   /** Sequence length now, and the most it may reach. */
   length: number;
+  /** Tokens in the forward pass running now (their pages are already taken). */
+  stepping?: number;
   maxLength: number;
   signal: AbortSignal | undefined;
   /** Called once with every token that went into the sequence, when the job ends. */
@@ -68,7 +70,7 @@ export class Scheduler {
 
   /** Pages promised to running jobs but not yet taken. */
   #promised(): number {
-    return this.#active.reduce((sum, j) => sum + this.#pages(j.maxLength) - this.#pages(j.length), 0);
+    return this.#active.reduce((sum, j) => sum + this.#pages(j.maxLength) - this.#pages(j.length + (j.stepping ?? 0)), 0);
   }
 
   #fits(job: Job): boolean {
@@ -168,11 +170,14 @@ export class Scheduler {
           };
         });
         let result: NativeStepResult;
+        for (const { job, count } of batch) job.stepping = count;
         try {
           result = await this.#run(() => this.#engine().step(entries, undefined));
         } catch (e) {
           for (const { job } of batch) this.#retire(job, e as Error);
           continue;
+        } finally {
+          for (const { job } of batch) job.stepping = 0;
         }
         if (this.#closed) break;
         const vocab = result.logits.length / Math.max(1, result.rows.reduce((a, b) => a + b, 0));

@@ -372,9 +372,24 @@ export class Model {
     this.dispose();
   }
 
+  #pending = 0;
+
+  /** Runs engine jobs one at a time. An idle engine starts the job at once, so the
+   * scheduler's next pass is under way while callers still handle the last one's chunks. */
   #enqueue<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(job, job);
-    this.#queue = run.catch(() => undefined);
+    let run: Promise<T>;
+    if (this.#pending === 0) {
+      try {
+        run = job();
+      } catch (e) {
+        run = Promise.reject(e as Error);
+      }
+    } else run = this.#queue.then(job, job);
+    this.#pending++;
+    this.#queue = run.then(
+      () => void this.#pending--,
+      () => void this.#pending--,
+    );
     return run;
   }
 }

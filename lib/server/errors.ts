@@ -24,8 +24,9 @@ export class ApiError extends Error {
 export const badRequest = (message: string, param: string | null = null, code: string | null = null): ApiError =>
   new ApiError(400, message, 'invalid_request_error', param, code);
 
-/** What a failed generation means to the client. Errors the request itself caused (bad
- * settings, a prompt past the context) are 400; a full cache is 429; anything else is 500. */
+/** What a failed generation means to the client. Errors the request itself caused (the
+ * library's RangeErrors for bad settings, a chat template refusing the conversation) are
+ * 400; a full cache is 429; anything else (TypeErrors included) is 500. */
 export function apiErrorOf(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   const err = e instanceof Error ? e : new Error(String(e));
@@ -33,7 +34,7 @@ export function apiErrorOf(e: unknown): ApiError {
     return err.retryable
       ? new ApiError(429, `the server is busy: ${err.message}`, 'rate_limit_error', null, 'rate_limit_exceeded', 1)
       : badRequest(err.message, null, 'context_length_exceeded');
-  if (err instanceof RangeError || err instanceof TypeError || err instanceof ChatTemplateError) return badRequest(err.message);
+  if (err instanceof RangeError || err instanceof ChatTemplateError) return badRequest(err.message);
   if (err.message === 'the model has been disposed') return new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
   return new ApiError(500, `internal error: ${err.message}`, 'server_error');
 }

@@ -143,6 +143,7 @@ const id = (prefix: string): string => `${prefix}-${randomBytes(12).toString('ba
 class EventStream {
   constructor(readonly res: ServerResponse) {
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.flushHeaders();
   }
   send(data: unknown): void {
     if (!this.res.writableEnded && !this.res.destroyed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
