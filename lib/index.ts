@@ -34,3 +34,6 @@ export { createServer, type ServerOptions, type LaminateServer, type ServerState
 export { serve, type ServeOptions, type RunningServer } from './server/serve.js';
 export { ApiError } from './server/errors.js';
 export type { ServerMetrics } from './server/metrics.js';
+export { GrammarError, type ConstraintOptions } from './constrain/constraint.js';
+export { SchemaError } from './constrain/schema.js';
+export { RegexError } from './constrain/regex.js';

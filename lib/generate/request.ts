@@ -1,5 +1,6 @@
 // One generation request: samples each next token from its logits, detokenizes, applies
 // stop conditions and reports chunks and the result to its Generation.
+import type { Constraint } from '../constrain/constraint.js';
 import type { Detokenizer } from '../tokenizer/detokenizer.js';
 import type { FinishReason, GenerationSink, TokenLogprob } from './generation.js';
 import { logSoftmax, type Sampler } from './sampler.js';
@@ -14,6 +15,8 @@ export interface RequestSetup {
   detokenizer: Detokenizer | null;
   stop: StopMatcher | null;
   logprobs: number;
+  /** Tokens the output may take at each step (JSON Schema, grammar, regex). */
+  constraint: Constraint | null;
 }
 
 export class Request {
@@ -47,7 +50,18 @@ export class Request {
   /** How many of the largest logits decide the next token (see Sampler.top); 0: all of them
    * (also when log-probabilities are asked for). */
   get top(): number {
-    return this.#s.logprobs === 0 ? this.#s.sampler.top : 0;
+    return this.#s.logprobs === 0 && !this.#s.constraint ? this.#s.sampler.top : 0;
+  }
+
+  #prepareError: Error | null = null;
+
+  /** Computes the constraint's mask for the next token (while the forward pass runs). */
+  async prepare(): Promise<void> {
+    try {
+      await this.#s.constraint?.prepare();
+    } catch (e) {
+      this.#prepareError = e as Error;
+    }
   }
 
   /** Chooses the token after `logits`; returns it, or null when the request is complete
@@ -56,6 +70,10 @@ export class Request {
     const s = this.#s;
     let logprob: TokenLogprob | undefined;
     const lp = s.logprobs > 0 ? logSoftmax(logits) : null;
+    if (s.constraint) {
+      if (this.#prepareError) throw this.#prepareError;
+      s.constraint.apply(logits);
+    }
     const token = s.sampler.sample(logits);
     if (lp) {
       const order = Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]! || a - b).slice(0, s.logprobs);
@@ -72,9 +90,10 @@ export class Request {
   #take(token: number, logprob: TokenLogprob | undefined): number | null {
     const s = this.#s;
     if (this.tokens.length === 0) this.#firstTokenAt = performance.now();
+    if (s.constraint && !s.constraint.accept(token)) throw new Error(`constraint: token ${token} was chosen but the constraint does not allow it`);
     this.tokens.push(token);
     if (logprob) this.#logprobs.push(logprob);
-    if (s.eos.has(token)) {
+    if (s.eos.has(token) || s.constraint?.terminated) {
       this.#emit('', [token], logprob);
       this.finish('eos');
       return null;
@@ -103,6 +122,7 @@ export class Request {
     if (this.#finished) return;
     this.#finished = true;
     const s = this.#s;
+    s.constraint?.dispose();
     if (flush) {
       let rest = s.detokenizer ? s.detokenizer.flush() : '';
       if (s.stop) rest = s.stop.push(rest).text + s.stop.flush();
@@ -125,6 +145,7 @@ export class Request {
   fail(error: Error): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#s.constraint?.dispose();
     this.#s.sink.fail(error);
   }
 }

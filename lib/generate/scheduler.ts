@@ -171,8 +171,12 @@ export class Scheduler {
         });
         let result: NativeStepResult;
         for (const { job, count } of batch) job.stepping = count;
+        const pass = this.#run(() => this.#engine().step(entries, undefined));
+        // Constrained requests work out their next masks while the pass runs.
+        const masks = Promise.all(batch.filter(({ job, count }) => job.fed + count === job.pending.length).map(({ job }) => job.request.prepare()));
         try {
-          result = await this.#run(() => this.#engine().step(entries, undefined));
+          result = await pass;
+          await masks;
         } catch (e) {
           for (const { job } of batch) this.#retire(job, e as Error);
           continue;

@@ -1,6 +1,7 @@
 // A loaded model: config, tokenizer, the native engine, and the calls that run it.
 // Forward passes go one at a time onto the engine; generations share them through the
 // scheduler, which batches all running requests into each pass.
+import { CONSTRAINT_KEYS, Constraint, constraintOf, type ConstraintOptions } from '../constrain/constraint.js';
 import { abortError } from '../errors.js';
 import { Generation } from '../generate/generation.js';
 import { Request } from '../generate/request.js';
@@ -29,7 +30,7 @@ export interface ForwardOptions {
   signal?: AbortSignal;
 }
 
-export interface GenerateOptions extends SamplerOptions {
+export interface GenerateOptions extends SamplerOptions, ConstraintOptions {
   /** Most new tokens (default 256). */
   maxTokens?: number;
   /** Stop when the text reaches one of these; the stop string is not part of the output. */
@@ -54,7 +55,7 @@ export interface ChatOptions extends Omit<GenerateOptions, 'specialTokens' | 'ad
   tools?: ChatTool[];
 }
 
-const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, 'maxTokens', 'stop', 'stopAtEos', 'logprobs', 'signal', 'specialTokens', 'addSpecialTokens', 'tokens', 'tools']);
+const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, ...CONSTRAINT_KEYS, 'maxTokens', 'stop', 'stopAtEos', 'logprobs', 'signal', 'specialTokens', 'addSpecialTokens', 'tokens', 'tools']);
 
 export interface ModelInfo {
   dir: string;
@@ -324,8 +325,10 @@ export class Model {
       throw new RangeError(`the prompt has ${start + prompt.length} tokens, more than the context size of ${context}`);
     if (options.signal?.aborted) throw abortError(options.signal);
     const sampler = new Sampler(options);
-    const eos = options.stopAtEos === false ? new Set<number>() : new Set([...this.config.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])]);
-    const request = new Request({
+    const eosIds = [...new Set([...this.config.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])])];
+    const eos = options.stopAtEos === false ? new Set<number>() : new Set(eosIds);
+    const constrained = constraintOf(options);
+    const setup = {
       sink: generation.sink,
       sampler,
       prompt,
@@ -334,24 +337,46 @@ export class Model {
       detokenizer: this.tokenizer ? new Detokenizer(this.tokenizer, prompt) : null,
       stop: stops.length > 0 ? new StopMatcher(stops) : null,
       logprobs,
-    });
-    const engine = this._engine();
-    const shared = !session && this.#prefixCache;
-    const sequence = session ? session.sequence : engine.createSequence(shared);
-    const job: Job = {
-      request,
-      sequence,
-      ownsSequence: !session,
-      shared,
-      pending: prompt,
-      fed: 0,
-      length: start,
-      maxLength: Math.min(context, start + prompt.length + maxTokens),
-      signal: options.signal,
-      fedTokens: [],
-      ...(session ? { onEnd: session.onEnd } : {}),
     };
-    this.#scheduler.submit(job);
+    const queue = (constraint: Constraint | null) => {
+      const request = new Request({ ...setup, constraint });
+      const engine = this._engine();
+      const shared = !session && this.#prefixCache;
+      const sequence = session ? session.sequence : engine.createSequence(shared);
+      const job: Job = {
+        request,
+        sequence,
+        ownsSequence: !session,
+        shared,
+        pending: prompt,
+        fed: 0,
+        length: start,
+        maxLength: Math.min(context, start + prompt.length + maxTokens),
+        signal: options.signal,
+        fedTokens: [],
+        ...(session ? { onEnd: session.onEnd } : {}),
+      };
+      this.#scheduler.submit(job);
+    };
+    if (!constrained) return queue(null);
+    // A constraint is compiled first (XGrammar, against this vocabulary), then queued.
+    if (!this.tokenizer) throw new Error('constrained output needs a tokenizer (this model has no tokenizer.json)');
+    Constraint.create(this.tokenizer, this.config.vocabSize, eosIds, constrained).then(
+      (constraint) => {
+        try {
+          if (options.signal?.aborted) throw abortError(options.signal);
+          queue(constraint);
+        } catch (e) {
+          constraint.dispose();
+          generation.sink.fail(e as Error);
+          session?.onEnd([]);
+        }
+      },
+      (e: unknown) => {
+        generation.sink.fail(e as Error);
+        session?.onEnd([]);
+      },
+    );
   }
 
   /** Frees the weights mapping and the KV cache now; running generations end with an

@@ -42,6 +42,17 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+function vocabTypeOf(json: Record<string, unknown>): Tokenizer['vocabType'] {
+  const model = json['model'] as { byte_fallback?: unknown } | undefined;
+  if (model?.byte_fallback === true) return 'byte_fallback';
+  const types = (part: unknown): string[] => {
+    const p = part as { type?: unknown; decoders?: unknown; pretokenizers?: unknown } | null;
+    if (!p || typeof p !== 'object') return [];
+    return [String(p.type), ...(Array.isArray(p.decoders) ? p.decoders.flatMap(types) : []), ...(Array.isArray(p.pretokenizers) ? p.pretokenizers.flatMap(types) : [])];
+  };
+  return [...types(json['decoder']), ...types(json['pre_tokenizer'])].includes('ByteLevel') ? 'byte_level' : 'raw';
+}
+
 export class Tokenizer {
   readonly #hf: HfTokenizer;
   readonly #added: AddedToken[];
@@ -58,6 +69,10 @@ export class Tokenizer {
   readonly addBosToken: boolean;
   /** The chat template of tokenizer_config.json (the default one when several). */
   readonly chatTemplate: string | null;
+  /** How token strings map to bytes: SentencePiece-style with `<0xNN>` byte tokens and
+   * U+2581 for spaces ('byte_fallback'), GPT-2 style byte-to-character ('byte_level'), or
+   * the text itself ('raw'). */
+  readonly vocabType: 'byte_fallback' | 'byte_level' | 'raw';
 
   private constructor(hf: HfTokenizer, json: Record<string, unknown>, config: Record<string, unknown>, generationEos: number[]) {
     this.#hf = hf;
@@ -70,6 +85,7 @@ export class Tokenizer {
     this.#addedPattern = longestFirst.length ? new RegExp(longestFirst.map(escapeRegExp).join('|'), 'g') : null;
     this.#special = new Set(this.#added.filter((t) => t.special).map((t) => t.id));
     this.vocabSize = hf.get_vocab(true).size;
+    this.vocabType = vocabTypeOf(json);
 
     this.bosToken = tokenContent(config['bos_token']);
     this.eosToken = tokenContent(config['eos_token']);
