@@ -46,6 +46,42 @@ export function checkSchema(schema: unknown, path = '#'): void {
   if (s['pattern'] !== undefined && typeof s['pattern'] !== 'string') throw new SchemaError(`${path}/pattern must be a string`);
   for (const key of ['minItems', 'maxItems', 'minLength', 'maxLength'] as const)
     if (s[key] !== undefined && !(Number.isSafeInteger(s[key]) && (s[key] as number) >= 0)) throw new SchemaError(`${path}/${key} must be a non-negative integer`);
-  for (const key of ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const)
-    if (s[key] !== undefined && (typeof s[key] !== 'number' || !Number.isFinite(s[key]))) throw new SchemaError(`${path}/${key} must be a finite number`);
+  for (const key of ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const) {
+    if (s[key] === undefined) continue;
+    if (typeof s[key] !== 'number' || !Number.isFinite(s[key])) throw new SchemaError(`${path}/${key} must be a finite number`);
+    // the engine enforces whole-number bounds only
+    if (!Number.isInteger(s[key])) throw new SchemaError(`${path}/${key}: only whole-number bounds are supported (got ${s[key]})`);
+  }
+  if (Array.isArray(s['oneOf']) && !disjoint(s['oneOf'] as unknown[]))
+    throw new SchemaError(`${path}/oneOf: its alternatives may overlap, and "exactly one" cannot be enforced; give each a different type, const or enum values, or a required property with a different const (or use anyOf)`);
+}
+
+type Sig = { types: Set<string> | null; values: unknown[] | null; tags: Map<string, unknown> };
+
+/** What tells one alternative from another: its types, its values, its const properties. */
+function signature(schema: unknown): Sig {
+  const s = (typeof schema === 'object' && schema !== null ? schema : {}) as Record<string, unknown>;
+  const t = s['type'];
+  const types = typeof t === 'string' ? new Set([t]) : Array.isArray(t) ? new Set(t as string[]) : null;
+  if (types?.has('number')) types.add('integer');
+  const values = 'const' in s ? [s['const']] : Array.isArray(s['enum']) ? (s['enum'] as unknown[]) : null;
+  const tags = new Map<string, unknown>();
+  const props = s['properties'] as Record<string, Record<string, unknown>> | undefined;
+  const required = Array.isArray(s['required']) ? (s['required'] as string[]) : [];
+  if (props) for (const name of required) if (props[name] && 'const' in props[name]) tags.set(name, props[name]['const']);
+  return { types, values, tags };
+}
+
+function disjoint(alternatives: unknown[]): boolean {
+  const sigs = alternatives.map(signature);
+  const key = (v: unknown) => JSON.stringify(v);
+  for (let i = 0; i < sigs.length; i++)
+    for (let j = i + 1; j < sigs.length; j++) {
+      const a = sigs[i]!, b = sigs[j]!;
+      if (a.types && b.types && ![...a.types].some((t) => b.types!.has(t))) continue;
+      if (a.values && b.values && !a.values.some((v) => b.values!.map(key).includes(key(v)))) continue;
+      if ([...a.tags].some(([name, v]) => b.tags.has(name) && key(b.tags.get(name)) !== key(v))) continue;
+      return false;
+    }
+  return true;
 }
