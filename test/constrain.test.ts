@@ -2,7 +2,7 @@
 // Ajv, an independent JSON Schema validator) over random schemas, seeds and temperatures;
 // the engine's masks agree with a brute-force check on small grammars; regexes, GBNF and
 // errors for what cannot be enforced.
-import Ajv2020 from 'ajv/dist/2020.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Constraint } from '../lib/constrain/constraint.js';

@@ -113,6 +113,10 @@ export class Constraint {
         allowed += Math.min(32, this.#vocabSize - w * 32);
         continue;
       }
+      if (bits === 0) {
+        logits.fill(-Infinity, w * 32, Math.min(this.#vocabSize, w * 32 + 32));
+        continue;
+      }
       for (let b = 0; b < 32 && w * 32 + b < this.#vocabSize; b++) {
         if ((bits >>> b) & 1) allowed++;
         else logits[w * 32 + b] = -Infinity;
