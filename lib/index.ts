@@ -13,7 +13,9 @@ export {
 } from './model/model.js';
 export { Chat, type ChatSessionOptions } from './model/chat.js';
 export type { ModelConfig, RopeScaling } from './model/config.js';
-export { Generation, type FinishReason, type GenerationChunk, type GenerationResult, type TokenLogprob } from './generate/generation.js';
+export { Generation, type FinishReason, type GenerationChunk, type GenerationResult, type TokenLogprob, type ToolCall } from './generate/generation.js';
+export { renderChat, type ToolChoice } from './model/tools.js';
+export { encodeMistralV3, isMistralV3Tokenizer, parseToolCalls, newToolCallId } from './tokenizer/mistral.js';
 export type { SamplerOptions } from './generate/sampler.js';
 export { Tokenizer, type SpecialTokens, type TokenizeOptions } from './tokenizer/tokenizer.js';
 export { ChatTemplateError, type ChatMessage, type ChatTool } from './tokenizer/chat-template.js';

@@ -50,7 +50,12 @@ function compilerFor(tokenizer: Tokenizer, vocabSize: number, stop: number[]): P
     c = (async () => {
       const x = xgrammar();
       const vocab: string[] = [];
-      for (let id = 0; id < vocabSize; id++) vocab.push(id < tokenizer.vocabSize && !tokenizer.isSpecial(id) ? (tokenizer.tokenText(id) ?? '') : '');
+      for (let id = 0; id < vocabSize; id++) {
+        const text = id < tokenizer.vocabSize && !tokenizer.isSpecial(id) ? (tokenizer.tokenText(id) ?? '') : '';
+        // The engine lets a NUL byte through where the grammar forbids it: NUL is never
+        // generated under a constraint.
+        vocab.push(text === '<0x00>' || text.includes('\0') ? '' : text);
+      }
       const info = await x.TokenizerInfo.createTokenizerInfo(vocab, tokenizer.vocabType, false, vocabSize, stop);
       return { compiler: await x.GrammarCompiler.createGrammarCompiler(info), vocabSize };
     })();

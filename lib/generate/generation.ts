@@ -8,15 +8,27 @@ export interface TokenLogprob {
   top: { token: number; logprob: number }[];
 }
 
+/** A call of one of the chat's tools, as the model wrote it. */
+export interface ToolCall {
+  /** 9 characters of [a-zA-Z0-9]: the id a tool result answers. */
+  id: string;
+  name: string;
+  /** The arguments object, as JSON text. */
+  arguments: string;
+}
+
 export interface GenerationChunk {
   /** New text (may be '' while a character or a possible stop string is held back). */
   text: string;
   /** Token ids chosen since the last chunk. */
   tokens: number[];
   logprobs?: TokenLogprob[];
+  /** Tool calls completed by this chunk (chats with tools). */
+  toolCalls?: ToolCall[];
 }
 
-export type FinishReason = 'eos' | 'length' | 'stop';
+/** 'tool_calls': a chat reply that is tool calls (see GenerationResult.toolCalls). */
+export type FinishReason = 'eos' | 'length' | 'stop' | 'tool_calls';
 
 export interface GenerationResult {
   text: string;
@@ -26,6 +38,10 @@ export interface GenerationResult {
   /** Prompt tokens read from the prefix cache instead of computed. */
   cachedTokens: number;
   logprobs?: TokenLogprob[];
+  /** The tool calls of a chat reply (then `text` is ''). */
+  toolCalls?: ToolCall[];
+  /** Why a reply that began with tool calls could not be read as such (`text` holds it). */
+  toolCallError?: string;
   /** Milliseconds from the call to the first token, and decode speed after it. */
   timeToFirstTokenMs: number;
   tokensPerSecond: number;

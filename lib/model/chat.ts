@@ -3,7 +3,8 @@
 // only the rest.
 import type { Generation, GenerationResult } from '../generate/generation.js';
 import { Generation as GenerationImpl } from '../generate/generation.js';
-import { tokenizeChat, type ChatMessage, type ChatTool } from '../tokenizer/chat-template.js';
+import type { ChatMessage, ChatTool } from '../tokenizer/chat-template.js';
+import { renderChat } from './tools.js';
 import type { ChatOptions, Model } from './model.js';
 
 export interface ChatSessionOptions {
@@ -44,7 +45,7 @@ export class Chat {
       if (this.#busy) throw new Error('chat: a turn is still running');
       const added = typeof message === 'string' ? [{ role: 'user', content: message }] : Array.isArray(message) ? message : [message];
       const tools = options.tools ?? this.#tools;
-      const tokens = tokenizeChat(this.#model.tokenizer!, [...this.messages, ...added], tools ? { tools } : {});
+      const tokens = renderChat(this.#model.tokenizer!, [...this.messages, ...added], tools);
       // Keep the longest cached prefix; at least one token must be fed to get logits.
       let keep = 0;
       while (keep < this.#cached.length && keep < tokens.length - 1 && this.#cached[keep] === tokens[keep]) keep++;

@@ -13,6 +13,7 @@ import { tokenizeChat, type ChatMessage, type ChatTool } from '../tokenizer/chat
 import { Detokenizer } from '../tokenizer/detokenizer.js';
 import type { SpecialTokens, TokenizeOptions, Tokenizer } from '../tokenizer/tokenizer.js';
 import { Chat, type ChatSessionOptions } from './chat.js';
+import { planChat, withToolCalls, type ToolChoice } from './tools.js';
 import type { ModelConfig } from './config.js';
 
 export type LogitsWanted = 'none' | 'last' | 'all';
@@ -53,9 +54,11 @@ export interface GenerateTokensOptions extends GenerateOptions {
 
 export interface ChatOptions extends Omit<GenerateOptions, 'specialTokens' | 'addSpecialTokens'> {
   tools?: ChatTool[];
+  /** Whether and which tool the reply must call (default 'auto'). */
+  toolChoice?: ToolChoice;
 }
 
-const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, ...CONSTRAINT_KEYS, 'maxTokens', 'stop', 'stopAtEos', 'logprobs', 'signal', 'specialTokens', 'addSpecialTokens', 'tokens', 'tools']);
+const GENERATE_KEYS = new Set<string>([...SAMPLER_KEYS, ...CONSTRAINT_KEYS, 'maxTokens', 'stop', 'stopAtEos', 'logprobs', 'signal', 'specialTokens', 'addSpecialTokens', 'tokens', 'tools', 'toolChoice']);
 
 export interface ModelInfo {
   dir: string;
@@ -280,18 +283,30 @@ export class Model {
     return generation;
   }
 
-  /** One reply to a conversation, rendered with the model's chat template. Message
-   * contents are always tokenized as plain text. */
+  /**
+   * One reply to a conversation: encoded as mistral-common does for a Mistral v3 tokenizer,
+   * else with the model's chat template. Every string from the caller is plain text. With
+   * `tools`, a reply may be tool calls (`result.toolCalls`, and `chunk.toolCalls` as each
+   * completes); `toolChoice` can forbid or force them.
+   */
   chat(messages: ChatMessage[], options: ChatOptions = {}): Generation {
-    const generation = new Generation();
     try {
       checkOptions(options);
-      const tokens = Int32Array.from(tokenizeChat(this.#requireTokenizer(), messages, { ...(options.tools ? { tools: options.tools } : {}) }));
-      this._submit(generation, tokens, options, null);
+      const plan = planChat(this.#requireTokenizer(), messages, options);
+      const generation = new Generation();
+      this._submit(generation, plan.prompt, plan.options, null);
+      return withToolCalls(generation, plan);
     } catch (e) {
-      generation.sink.fail(e as Error);
+      const failed = new Generation();
+      failed.sink.fail(e as Error);
+      return failed;
     }
-    return generation;
+  }
+
+  /** @internal The prompt and generate options of a chat request (the server's path). */
+  _planChat(messages: ChatMessage[], options: ChatOptions): ReturnType<typeof planChat> {
+    checkOptions(options);
+    return planChat(this.#requireTokenizer(), messages, options);
   }
 
   /** A conversation that keeps its KV cache between turns: a new turn prefills only the

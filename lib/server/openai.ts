@@ -4,9 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 
-import type { Generation, GenerationResult, TokenLogprob } from '../generate/generation.js';
+import type { Generation, GenerationResult, TokenLogprob, ToolCall } from '../generate/generation.js';
+import { withToolCalls } from '../model/tools.js';
 import type { GenerateOptions, Model } from '../model/model.js';
-import { tokenizeChat } from '../tokenizer/chat-template.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ApiError, apiErrorOf, badRequest } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
@@ -55,7 +55,14 @@ interface Choice {
   promptText: string;
 }
 
-const finishReason = (r: GenerationResult): 'stop' | 'length' => (r.finishReason === 'length' ? 'length' : 'stop');
+const finishReason = (r: GenerationResult): 'stop' | 'length' | 'tool_calls' => (r.finishReason === 'length' || r.finishReason === 'tool_calls' ? r.finishReason : 'stop');
+
+const openaiToolCalls = (calls: ToolCall[], first = 0) => calls.map((c, i) => ({ index: first + i, id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
+
+function assistantMessage(r: GenerationResult) {
+  if (r.toolCalls) return { role: 'assistant', content: null, tool_calls: openaiToolCalls(r.toolCalls), refusal: null };
+  return { role: 'assistant', content: r.text, refusal: null, ...(r.toolCallError ? { tool_call_error: r.toolCallError } : {}) };
+}
 
 function maxTokensFor(ctx: EndpointContext, parsed: ParsedCommon, promptTokens: number): number {
   const context = ctx.model.info.contextSize;
@@ -71,17 +78,24 @@ function maxTokensFor(ctx: EndpointContext, parsed: ParsedCommon, promptTokens: 
 
 /** Starts a generation for each choice; fails (aborting the others) when any of them is
  * refused at once, as when the cache and its queue are full. */
-async function start(ctx: EndpointContext, parsed: ParsedCommon, prompts: Int32Array[], signal: AbortSignal): Promise<Generation[]> {
+async function start(
+  ctx: EndpointContext,
+  parsed: ParsedCommon,
+  prompts: Int32Array[],
+  signal: AbortSignal,
+  base: GenerateOptions = parsed.options,
+  wrap: (g: Generation) => Generation = (g) => g,
+): Promise<Generation[]> {
   if (prompts.length * parsed.n > MAX_CHOICES) throw badRequest(`at most ${MAX_CHOICES} choices per request (prompts x n)`, 'n');
   const limits = prompts.map((p) => maxTokensFor(ctx, parsed, p.length));
   const generations: Generation[] = [];
   let refused: unknown = null;
   for (const [p, tokens] of prompts.entries()) {
     for (let i = 0; i < parsed.n; i++) {
-      const options: GenerateOptions = { ...parsed.options, maxTokens: limits[p]!, signal };
+      const options: GenerateOptions = { ...base, maxTokens: limits[p]!, signal };
       if (parsed.logprobs !== null) options.logprobs = Math.max(1, parsed.logprobs);
       if (options.seed !== undefined && generations.length > 0) options.seed += generations.length;
-      const g = ctx.model.generate({ ...options, tokens });
+      const g = wrap(ctx.model.generate({ ...options, tokens }));
       g.catch((e: unknown) => (refused ??= e));
       generations.push(g);
     }
@@ -159,10 +173,10 @@ class EventStream {
 }
 
 /** Runs every choice to its end, streaming each chunk through `onChunk` as it comes. */
-async function collect(choices: Choice[], onChunk: ((choice: Choice, text: string, logprobs: TokenLogprob[] | undefined) => void) | null): Promise<GenerationResult[]> {
+async function collect(choices: Choice[], onChunk: ((choice: Choice, text: string, logprobs: TokenLogprob[] | undefined, toolCalls: ToolCall[] | undefined) => void) | null): Promise<GenerationResult[]> {
   return Promise.all(
     choices.map(async (c) => {
-      if (onChunk) for await (const chunk of c.generation) if (chunk.text !== '' || chunk.logprobs) onChunk(c, chunk.text, chunk.logprobs);
+      if (onChunk) for await (const chunk of c.generation) if (chunk.text !== '' || chunk.logprobs || chunk.toolCalls) onChunk(c, chunk.text, chunk.logprobs, chunk.toolCalls);
       return c.generation;
     }),
   );
@@ -171,9 +185,15 @@ async function collect(choices: Choice[], onChunk: ((choice: Choice, text: strin
 export async function chatCompletion(ctx: EndpointContext, parsed: ParsedChat, res: ServerResponse, signal: AbortSignal): Promise<void> {
   const tokenizer = ctx.model.tokenizer;
   if (!tokenizer?.chatTemplate) throw badRequest(`the model '${ctx.modelName}' has no chat template: use /v1/completions`, 'model');
-  const prompt = Int32Array.from(tokenizeChat(tokenizer, parsed.messages, parsed.tools ? { tools: parsed.tools } : {}));
-  if (prompt.length === 0) throw badRequest('the chat template rendered these messages to nothing', 'messages');
-  const generations = await start(ctx, parsed, [prompt], signal);
+  let plan;
+  try {
+    plan = ctx.model._planChat(parsed.messages, { ...parsed.options, ...(parsed.tools ? { tools: parsed.tools } : {}), ...(parsed.toolChoice ? { toolChoice: parsed.toolChoice } : {}) });
+  } catch (e) {
+    // the conversation or the tool settings do not work together: the request's fault
+    throw e instanceof Error && !(e instanceof ApiError) ? badRequest(e.message, e instanceof TypeError ? 'tool_choice' : 'messages') : e;
+  }
+  if (plan.prompt.length === 0) throw badRequest('the chat template rendered these messages to nothing', 'messages');
+  const generations = await start(ctx, parsed, [plan.prompt], signal, plan.options, (g) => withToolCalls(g, plan));
   const choices = generations.map((generation, index) => ({ index, generation, promptText: '' }));
   const base = { id: id('chatcmpl'), created: Math.floor(Date.now() / 1000), model: ctx.modelName, system_fingerprint: null };
   const top = parsed.logprobs ?? 0;
@@ -185,7 +205,7 @@ export async function chatCompletion(ctx: EndpointContext, parsed: ParsedChat, r
       object: 'chat.completion',
       choices: results.map((r, index) => ({
         index,
-        message: { role: 'assistant', content: r.text, refusal: null },
+        message: assistantMessage(r),
         logprobs: parsed.logprobs === null ? null : { content: chatLogprobs(ctx, r.logprobs ?? [], top), refusal: null },
         finish_reason: finishReason(r),
       })),
@@ -198,9 +218,15 @@ export async function chatCompletion(ctx: EndpointContext, parsed: ParsedChat, r
     events.send({ ...base, object: 'chat.completion.chunk', choices: choicesField, ...(parsed.includeUsage ? { usage: null } : {}), ...extra });
   try {
     for (const c of choices) chunk([{ index: c.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
-    const results = await collect(choices, (c, text, lps) =>
-      chunk([{ index: c.index, delta: { content: text }, logprobs: parsed.logprobs === null ? null : { content: chatLogprobs(ctx, lps ?? [], top), refusal: null }, finish_reason: null }]),
-    );
+    const callsSent = new Map<number, number>();
+    const results = await collect(choices, (c, text, lps, calls) => {
+      const logprobs = parsed.logprobs === null ? null : { content: chatLogprobs(ctx, lps ?? [], top), refusal: null };
+      if (calls) {
+        const first = callsSent.get(c.index) ?? 0;
+        callsSent.set(c.index, first + calls.length);
+        chunk([{ index: c.index, delta: { tool_calls: openaiToolCalls(calls, first) }, logprobs, finish_reason: null }]);
+      } else if (text !== '') chunk([{ index: c.index, delta: { content: text }, logprobs, finish_reason: null }]);
+    });
     for (const [index, r] of results.entries()) chunk([{ index, delta: {}, logprobs: null, finish_reason: finishReason(r) }]);
     record(ctx, results);
     if (parsed.includeUsage) events.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usage(results, parsed.n) });

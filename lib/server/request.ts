@@ -1,6 +1,7 @@
 // The body of an OpenAI completion or chat completion request, checked field by field and
 // turned into laminate's generate options. Every problem is a 400 that names the field.
 import type { GenerateOptions } from '../model/model.js';
+import type { ToolChoice } from '../model/tools.js';
 import type { ChatMessage, ChatTool } from '../tokenizer/chat-template.js';
 import { badRequest } from './errors.js';
 
@@ -23,6 +24,7 @@ export interface ParsedCommon {
 export interface ParsedChat extends ParsedCommon {
   messages: ChatMessage[];
   tools?: ChatTool[];
+  toolChoice?: ToolChoice;
 }
 
 export interface ParsedCompletion extends ParsedCommon {
@@ -34,7 +36,7 @@ export interface ParsedCompletion extends ParsedCommon {
 // OpenAI request fields accepted and without effect here (bookkeeping, or settings whose
 // default is all laminate does).
 const IGNORED = ['user', 'store', 'metadata', 'service_tier', 'parallel_tool_calls', 'prediction', 'modalities', 'audio', 'reasoning_effort', 'web_search_options', 'prompt_cache_key', 'safety_identifier', 'verbosity'];
-const COMMON = ['model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'stop', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'n', 'top_k', 'min_p', 'typical_p', 'repetition_penalty', 'ignore_eos'];
+const COMMON = ['model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'stop', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'n', 'top_k', 'min_p', 'typical_p', 'repetition_penalty', 'ignore_eos', 'grammar', 'regex'];
 const CHAT_FIELDS = new Set([...IGNORED, ...COMMON, 'messages', 'max_completion_tokens', 'logprobs', 'top_logprobs', 'tools', 'tool_choice', 'response_format', 'functions', 'function_call']);
 const COMPLETION_FIELDS = new Set([...IGNORED, ...COMMON, 'prompt', 'logprobs', 'echo', 'best_of', 'suffix']);
 
@@ -122,6 +124,12 @@ function parseCommon(body: unknown, allowed: Set<string>): { body: Body; common:
     if (list.length > 0) options.stop = list as string[];
   }
   if (boolean(b, 'ignore_eos')) options.stopAtEos = false;
+  for (const key of ['grammar', 'regex'] as const) {
+    if (!present(b, key)) continue;
+    if (typeof b[key] !== 'string' || b[key] === '') throw badRequest(`'${key}' must be a non-empty string`, key);
+    if (options.grammar !== undefined || options.regex !== undefined) throw badRequest("give 'grammar' or 'regex', not both", key);
+    options[key] = b[key];
+  }
   const n = integer(b, 'n', 1, MAX_CHOICES) ?? 1;
   const maxTokens = integer(b, 'max_tokens', 1, Number.MAX_SAFE_INTEGER) ?? null;
   return { body: b, common: { model: b['model'], n, stream, includeUsage, maxTokens, logprobs: null, options } };
@@ -209,8 +217,16 @@ export function parseChatRequest(raw: unknown): ParsedChat {
   if (logprobs) common.logprobs = top ?? 0;
   if (present(body, 'response_format')) {
     const rf = body['response_format'] as Body;
-    if (typeof rf !== 'object' || rf === null || rf['type'] !== 'text')
-      throw badRequest("'response_format': only { type: 'text' } is supported by this server", 'response_format', 'unsupported_value');
+    if (typeof rf !== 'object' || rf === null || Array.isArray(rf) || typeof rf['type'] !== 'string') throw badRequest("'response_format' must be { type: 'text' | 'json_object' | 'json_schema' }", 'response_format');
+    if (rf['type'] !== 'text' && (common.options.grammar !== undefined || common.options.regex !== undefined)) throw badRequest("'response_format' cannot be combined with 'grammar' or 'regex'", 'response_format');
+    if (rf['type'] === 'json_object') common.options.json = true;
+    else if (rf['type'] === 'json_schema') {
+      const js = rf['json_schema'] as Body | undefined;
+      if (typeof js !== 'object' || js === null || Array.isArray(js)) throw badRequest("'response_format.json_schema' must be { name, schema }", 'response_format');
+      const schema = js['schema'] ?? {};
+      if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw badRequest("'response_format.json_schema.schema' must be a JSON Schema object", 'response_format');
+      common.options.jsonSchema = schema as Record<string, unknown>;
+    } else if (rf['type'] !== 'text') throw badRequest(`'response_format.type' must be 'text', 'json_object' or 'json_schema' (got '${rf['type']}')`, 'response_format');
   }
   const parsed: ParsedChat = { ...common, messages };
   if (present(body, 'tools')) {
@@ -218,10 +234,14 @@ export function parseChatRequest(raw: unknown): ParsedChat {
     if (tools.length > 0) parsed.tools = tools;
   }
   if (present(body, 'tool_choice')) {
-    const choice = body['tool_choice'];
-    if (choice === 'none') delete parsed.tools;
-    else if (choice !== 'auto')
-      throw badRequest("'tool_choice': only 'auto' and 'none' are supported by this server", 'tool_choice', 'unsupported_value');
+    const choice = body['tool_choice'] as Body | string;
+    if (choice === 'auto' || choice === 'none' || choice === 'required') parsed.toolChoice = choice;
+    else {
+      const fn = typeof choice === 'object' && choice !== null ? (choice['function'] as Body | undefined) : undefined;
+      if (typeof choice !== 'object' || choice === null || choice['type'] !== 'function' || typeof fn?.['name'] !== 'string')
+        throw badRequest("'tool_choice' must be 'auto', 'none', 'required' or { type: 'function', function: { name } }", 'tool_choice');
+      parsed.toolChoice = { name: fn['name'] };
+    }
   }
   return parsed;
 }
