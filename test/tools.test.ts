@@ -101,6 +101,19 @@ describe.skipIf(!haveFixtures)('tool calls (random model, Mistral v3 tokenizer)'
     await expect(model.chat(messages, { toolChoice: 'required' })).rejects.toThrow(/needs tools/);
   });
 
+  it('a chat session keeps the calls in its history and continues after the results', async () => {
+    using chat = model.createChat({ tools });
+    const first = await chat.send('What is the weather in Paris?', { toolChoice: 'required', temperature: 0.5, seed: 4, maxTokens: 200 });
+    expect(first.finishReason).toBe('tool_calls');
+    checkCalls(first.toolCalls!, ['get_weather', 'add']);
+    expect(chat.messages.at(-1)).toMatchObject({ role: 'assistant', content: null, tool_calls: first.toolCalls!.map((c) => ({ id: c.id, function: { name: c.name, arguments: c.arguments } })) });
+    const results = first.toolCalls!.map((c) => ({ role: 'tool', tool_call_id: c.id, content: '{"ok": true}' }));
+    const second = await chat.send(results, { maxTokens: 4, temperature: 0 });
+    // the whole conversation so far is cached, so only the results were computed
+    expect(second.promptTokens).toBeLessThan(encodeMistralV3(model.tokenizer!, chat.messages.slice(0, -1), { tools }).length);
+    expect(chat.cachedTokens).toBeGreaterThan(0);
+  });
+
   it('through the server: tool_calls, their deltas, tool results in the history', async () => {
     const r = await client.chat.completions.create({ model: NAME, messages, tools, tool_choice: 'required', temperature: 0.7, seed: 1, max_tokens: 200 });
     const choice = r.choices[0]!;

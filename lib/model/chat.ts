@@ -4,7 +4,7 @@
 import type { Generation, GenerationResult } from '../generate/generation.js';
 import { Generation as GenerationImpl } from '../generate/generation.js';
 import type { ChatMessage, ChatTool } from '../tokenizer/chat-template.js';
-import { renderChat } from './tools.js';
+import { planChat, withToolCalls } from './tools.js';
 import type { ChatOptions, Model } from './model.js';
 
 export interface ChatSessionOptions {
@@ -40,20 +40,22 @@ export class Chat {
    * joins the conversation when it completes. */
   send(message: string | ChatMessage | ChatMessage[], options: ChatOptions = {}): Generation {
     const generation = new GenerationImpl();
+    let reply: Generation = generation;
     try {
       if (this.#disposed) throw new Error('the chat has been disposed');
       if (this.#busy) throw new Error('chat: a turn is still running');
       const added = typeof message === 'string' ? [{ role: 'user', content: message }] : Array.isArray(message) ? message : [message];
       const tools = options.tools ?? this.#tools;
-      const tokens = renderChat(this.#model.tokenizer!, [...this.messages, ...added], tools);
+      const { tools: _tools, ...rest } = options;
+      const plan = planChat(this.#model.tokenizer!, [...this.messages, ...added], { ...rest, ...(tools ? { tools } : {}) });
+      const tokens = Array.from(plan.prompt);
       // Keep the longest cached prefix; at least one token must be fed to get logits.
       let keep = 0;
       while (keep < this.#cached.length && keep < tokens.length - 1 && this.#cached[keep] === tokens[keep]) keep++;
       this.#model._engine().truncateSequence(this.#sequence, keep);
       this.#cached.length = keep;
-      const { tools: _tools, ...generateOptions } = options;
       this.#busy = true;
-      this.#model._submit(generation, Int32Array.from(tokens.slice(keep)), generateOptions, {
+      this.#model._submit(generation, Int32Array.from(tokens.slice(keep)), plan.options, {
         sequence: this.#sequence,
         keep,
         onEnd: (fed) => {
@@ -61,15 +63,17 @@ export class Chat {
           this.#cached.push(...fed);
         },
       });
-      generation.then(
-        (result: GenerationResult) => this.messages.push(...added, { role: 'assistant', content: result.text }),
+      reply = withToolCalls(generation, plan);
+      reply.then(
+        (result: GenerationResult) =>
+          this.messages.push(...added, result.toolCalls ? { role: 'assistant', content: null, tool_calls: result.toolCalls.map((c) => ({ id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } })) } : { role: 'assistant', content: result.text }),
         () => undefined,
       );
     } catch (e) {
       this.#busy = false;
       generation.sink.fail(e as Error);
     }
-    return generation;
+    return reply;
   }
 
   /** Frees this conversation's KV cache. */

@@ -9,7 +9,7 @@ import { SAMPLER_KEYS, Sampler, type SamplerOptions } from '../generate/sampler.
 import { Scheduler, type Job, type SchedulerOptions } from '../generate/scheduler.js';
 import { StopMatcher } from '../generate/stop.js';
 import { abortFlag, type NativeEngine, type StepCounts } from '../native.js';
-import { tokenizeChat, type ChatMessage, type ChatTool } from '../tokenizer/chat-template.js';
+import type { ChatMessage, ChatTool } from '../tokenizer/chat-template.js';
 import { Detokenizer } from '../tokenizer/detokenizer.js';
 import type { SpecialTokens, TokenizeOptions, Tokenizer } from '../tokenizer/tokenizer.js';
 import { Chat, type ChatSessionOptions } from './chat.js';
