@@ -214,8 +214,7 @@ export async function chatCompletion(ctx: EndpointContext, parsed: ParsedChat, r
     return;
   }
   const events = new EventStream(res);
-  const chunk = (choicesField: unknown[], extra: object = {}) =>
-    events.send({ ...base, object: 'chat.completion.chunk', choices: choicesField, ...(parsed.includeUsage ? { usage: null } : {}), ...extra });
+  const chunk = (choicesField: unknown[]) => events.send({ ...base, object: 'chat.completion.chunk', choices: choicesField, ...(parsed.includeUsage ? { usage: null } : {}) });
   try {
     for (const c of choices) chunk([{ index: c.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
     const callsSent = new Map<number, number>();
@@ -295,4 +294,3 @@ export function writeJson(res: ServerResponse, status: number, body: unknown, he
   res.end(text);
 }
 
-export { ApiError };
