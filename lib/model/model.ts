@@ -266,6 +266,7 @@ export class Model {
       let tokens: Int32Array;
       if (typeof prompt === 'string') {
         checkOptions(options);
+        this.#checkTextLength(prompt.length);
         tokens = Int32Array.from(this.#requireTokenizer().encode(prompt, { specialTokens: options.specialTokens ?? 'parse', addSpecialTokens: options.addSpecialTokens ?? true }));
       } else if (isTokensOptions(prompt)) {
         options = prompt;
@@ -291,8 +292,7 @@ export class Model {
    */
   chat(messages: ChatMessage[], options: ChatOptions = {}): Generation {
     try {
-      checkOptions(options);
-      const plan = planChat(this.#requireTokenizer(), messages, options);
+      const plan = this._planChat(messages, options);
       const generation = new Generation();
       this._submit(generation, plan.prompt, plan.options, null);
       return withToolCalls(generation, plan);
@@ -306,7 +306,20 @@ export class Model {
   /** @internal The prompt and generate options of a chat request (the server's path). */
   _planChat(messages: ChatMessage[], options: ChatOptions): ReturnType<typeof planChat> {
     checkOptions(options);
+    if (Array.isArray(messages)) {
+      let chars = JSON.stringify(options.tools ?? []).length;
+      for (const m of messages) chars += (typeof m?.content === 'string' ? m.content.length : 0) + (m?.tool_calls ? JSON.stringify(m.tool_calls).length : 0);
+      this.#checkTextLength(chars);
+    }
     return planChat(this.#requireTokenizer(), messages, options);
+  }
+
+  /** Refuses text that cannot fit the context before spending time on tokenizing it. */
+  #checkTextLength(chars: number): void {
+    const tokenizer = this.#requireTokenizer();
+    const least = Math.ceil(chars / tokenizer.maxTokenChars);
+    if (least > this.info.contextSize)
+      throw new RangeError(`the prompt has at least ${least} tokens (${chars} characters), more than the context size of ${this.info.contextSize}`);
   }
 
   /** A conversation that keeps its KV cache between turns: a new turn prefills only the

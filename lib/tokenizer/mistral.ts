@@ -646,6 +646,11 @@ function controlId(tokenizer: Tokenizer, name: string): number | null {
 /** Whether the vocabulary has Mistral's v3 control tokens ([INST], [/INST],
  * [AVAILABLE_TOOLS], [/AVAILABLE_TOOLS], [TOOL_CALLS], [TOOL_RESULTS], [/TOOL_RESULTS]) as
  * special tokens. */
+/** Appends one by one: a spread of a long text's ids overflows the stack. */
+function append(ids: number[], more: number[]): void {
+  for (const id of more) ids.push(id);
+}
+
 export function isMistralV3Tokenizer(tokenizer: Tokenizer): boolean {
   return MISTRAL_V3_CONTROL_TOKENS.every((name) => controlId(tokenizer, name) !== null);
 }
@@ -701,10 +706,16 @@ export function encodeMistralV3(tokenizer: Tokenizer, messages: ChatMessage[], o
     if (m.role === 'user') {
       let content = m.content;
       if (i === lastUser) {
-        if (tools) ids.push(TOOLS, ...text(pyDumps(tools), 'tools'), END_TOOLS);
+        if (tools) {
+          ids.push(TOOLS);
+          append(ids, text(pyDumps(tools), 'tools'));
+          ids.push(END_TOOLS);
+        }
         if (systemPrompt) content = `${systemPrompt}\n\n${content}`;
       }
-      ids.push(INST, ...text(content, 'user message'), END_INST);
+      ids.push(INST);
+      append(ids, text(content, 'user message'));
+      ids.push(END_INST);
     } else if (m.role === 'assistant') {
       const at = describe(m.firstIndex, 'assistant');
       if (m.calls.length > 0 && m.content)
@@ -721,8 +732,9 @@ export function encodeMistralV3(tokenizer: Tokenizer, messages: ChatMessage[], o
             return { kind: 'dict', entries };
           }),
         };
-        ids.push(TOOL_CALLS, ...text(pyDumps(list), at));
-      } else ids.push(...text(m.content.replace(/ +$/, ''), at));
+        ids.push(TOOL_CALLS);
+        append(ids, text(pyDumps(list), at));
+      } else append(ids, text(m.content.replace(/ +$/, ''), at));
       ids.push(eos);
     } else {
       const result: PyJson = {
@@ -732,7 +744,9 @@ export function encodeMistralV3(tokenizer: Tokenizer, messages: ChatMessage[], o
           ['call_id', { kind: 'str', value: m.callId }],
         ]),
       };
-      ids.push(RESULTS, ...text(pyDumps(result), describe(m.index, 'tool')), END_RESULTS);
+      ids.push(RESULTS);
+      append(ids, text(pyDumps(result), describe(m.index, 'tool')));
+      ids.push(END_RESULTS);
     }
   });
   return ids;

@@ -127,6 +127,19 @@ export class Tokenizer {
     return this.#special.has(id);
   }
 
+  #maxTokenChars = 0;
+
+  /** The most characters one token stands for (an upper bound: the longest stored token
+   * text), so that text of n characters needs at least n / maxTokenChars tokens. */
+  get maxTokenChars(): number {
+    if (!this.#maxTokenChars) {
+      let most = 1;
+      for (let id = 0; id < this.vocabSize; id++) most = Math.max(most, this.#hf.id_to_token(id)?.length ?? 0);
+      this.#maxTokenChars = most;
+    }
+    return this.#maxTokenChars;
+  }
+
   /** The stored text of a token (e.g. '▁the', '<0x0A>', '[INST]'). */
   tokenText(id: number): string | undefined {
     return this.#hf.id_to_token(id);
@@ -137,7 +150,7 @@ export class Tokenizer {
     const mode = options.specialTokens ?? 'parse';
     if (mode !== 'parse' && mode !== 'plain') throw new TypeError(`tokenize: specialTokens must be 'parse' or 'plain' (got ${String(mode)})`);
     const bos = options.addSpecialTokens !== false && this.addBosToken ? [this.bosTokenId!] : [];
-    if (mode === 'parse') return text === '' ? bos : [...bos, ...this.#hf.encode(text, { add_special_tokens: false }).ids];
+    if (mode === 'parse') return text === '' ? bos : bos.concat(this.#hf.encode(text, { add_special_tokens: false }).ids);
     return [...bos, ...this.#encodeSection(text, 0)];
   }
 
@@ -177,7 +190,7 @@ export class Tokenizer {
       else {
         const prev = sections[i - 1];
         const text = typeof prev === 'object' && prev.rstrip ? s.trimStart() : s;
-        ids.push(...this.#encodeSection(text, i));
+        for (const id of this.#encodeSection(text, i)) ids.push(id); // (a spread overflows the stack on long text)
       }
     });
     return ids;
