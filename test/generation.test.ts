@@ -142,6 +142,12 @@ describe('concurrency', () => {
 });
 
 describe('limits', () => {
+  it('long text tokenizes without overflowing the stack; text that cannot fit is refused before tokenizing', async () => {
+    expect(model.tokenize('word '.repeat(200_000), { specialTokens: 'parse' }).length).toBeGreaterThan(200_000);
+    await expect(model.chat([{ role: 'user', content: 'word '.repeat(200_000) }])).rejects.toThrow(/at least \d+ tokens \(1000000 characters\)/);
+    await expect(model.generate('x'.repeat(1_000_000))).rejects.toThrow(/at least \d+ tokens/);
+  });
+
   it('a prompt longer than the context is a clear error; generation stops at the context', async () => {
     await using small = await loadModel(undefined, { threads: 1, contextSize: 32 });
     const long = Array.from({ length: 33 }, (_, i) => 3 + i);

@@ -198,7 +198,6 @@ describe('bad requests', () => {
     expectError(await raw('/v1/completions', { model: NAME, prompt: [1, 99999] }), 400, /prompt/, 'prompt');
     // a megabyte of text is refused before it is tokenized (and never overflows the stack)
     expectError(await raw('/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: 'word '.repeat(200_000) }] }), 400, /at least \d+ tokens .* more than the context size/);
-    expect(model.tokenize('word '.repeat(200_000), { specialTokens: 'parse' }).length).toBeGreaterThan(200_000);
     expectError(await raw('/v1/completions', { model: NAME, prompt: 'x'.repeat(5 * 1024 * 1024) }), 413, /larger than/);
     expectError(await raw('/v1/embeddings', { model: NAME, input: 'x' }), 404, /unknown request URL/);
     // a Mistral template that refuses the conversation

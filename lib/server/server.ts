@@ -186,7 +186,7 @@ export function createServer(options: ServerOptions): LaminateServer {
   app.use('/v1', api);
 
   app.use((req, _res, next) => next(new ApiError(404, `unknown request URL: ${req.method} ${req.path}`, 'invalid_request_error', null, 'unknown_url')));
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = httpError(err) ?? apiErrorOf(err);
     if (res.headersSent) {
       res.end();
@@ -194,7 +194,20 @@ export function createServer(options: ServerOptions): LaminateServer {
     }
     const headers: Record<string, string> = e.retryAfter !== undefined ? { 'Retry-After': String(e.retryAfter) } : {};
     if (state === 'draining') headers['Connection'] = 'close';
-    writeJson(res, e.status, e.body(), headers);
+    const send = () => writeJson(res, e.status, e.body(), headers);
+    // A client still sending a body that was refused gets the answer once it has sent it
+    // (answering mid-upload resets its connection before it reads the answer); a few
+    // seconds at most.
+    if (e.status === 413 && !req.complete) {
+      headers['Connection'] = 'close';
+      const timer = setTimeout(send, 5000);
+      req.once('end', () => {
+        clearTimeout(timer);
+        send();
+      });
+      req.once('error', () => clearTimeout(timer));
+      req.resume();
+    } else send();
   });
 
   const handler = ((req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => app(req as Request, res as Response, next ?? (() => undefined))) as LaminateServer;
