@@ -204,6 +204,17 @@ describe('token masks', () => {
   });
 });
 
+describe('with every sampler setting', () => {
+  it('the output obeys the constraint whatever the sampler does', async () => {
+    const settings = [{ temperature: 0.9, topK: 5 }, { temperature: 1.2, topP: 0.8 }, { temperature: 1, minP: 0.2 }, { temperature: 1, typicalP: 0.7 }, { temperature: 0.8, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.5 }, { temperature: 0 }, { temperature: 1, logitBias: { 100: -Infinity, 200: 5 } }, { temperature: 1, logprobs: 3 }];
+    for (const [i, s] of settings.entries()) {
+      const r = await model.generate('x', { ...s, regex: '[a-z]{2,6}-\\d{2}', seed: i, maxTokens: 20 });
+      expect(r.finishReason).toBe('eos');
+      expect(r.text).toMatch(/^[a-z]{2,6}-\d{2}$/);
+    }
+  });
+});
+
 describe('with batching', () => {
   it('each sequence keeps its own constraint, and unconstrained neighbours their text', async () => {
     const plain = ['The function', 'Python is', 'A list'];
