@@ -64,6 +64,7 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
   #done = false;
   #error: Error | null = null;
   #iterated = false;
+  #cancel: (() => void) | null = null;
 
   /** @internal */
   constructor() {
@@ -108,6 +109,16 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
     this.#waiting = this.#failWaiting = null;
   }
 
+  /** @internal What stops the work behind this generation (leaving a `for await` early). */
+  set onCancel(cancel: () => void) {
+    this.#cancel = cancel;
+  }
+
+  /** @internal Stops the generation if it is still running (it then fails with an AbortError). */
+  _cancel(): void {
+    if (!this.#done) this.#cancel?.();
+  }
+
   then<A = GenerationResult, B = never>(
     onFulfilled?: ((value: GenerationResult) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
@@ -132,6 +143,11 @@ export class Generation implements AsyncIterable<GenerationChunk>, PromiseLike<G
           this.#waiting = resolve;
           this.#failWaiting = reject;
         });
+      },
+      // Leaving the loop early (break, return, throw) stops the generation.
+      return: () => {
+        this._cancel();
+        return Promise.resolve({ value: undefined, done: true });
       },
     };
   }

@@ -206,6 +206,8 @@ export class Sampler {
   sample(logits: Float32Array): number {
     applyPenalties(logits, this.#window > 0 ? this.#recent : [], this.#options);
     const token = (this.#options.temperature ?? 0) === 0 ? argmax(logits) : this.#draw(logits, false);
+    // Every token banned (logitBias -Infinity, or a constraint): nothing can be chosen.
+    if (token === undefined || !(logits[token]! > -Infinity)) throw new RangeError('every token is banned (logitBias of -Infinity or a constraint): there is no token to choose');
     this.observe([token]);
     return token;
   }

@@ -68,6 +68,11 @@ export class Scheduler {
     return Math.ceil(length / this.#pageSize);
   }
 
+  /** Pages promised to running generations and not yet taken. */
+  get promisedPages(): number {
+    return this.#active.length ? this.#promised() : 0;
+  }
+
   /** Pages promised to running jobs but not yet taken. */
   #promised(): number {
     return this.#active.reduce((sum, j) => sum + this.#pages(j.maxLength) - this.#pages(j.length + (j.stepping ?? 0)), 0);

@@ -21,6 +21,7 @@ export class Chat {
   /** Tokens now in the KV cache for this conversation. */
   #cached: number[] = [];
   #busy = false;
+  #turn: Generation | null = null;
   #disposed = false;
 
   /** @internal Use model.createChat(). */
@@ -60,10 +61,14 @@ export class Chat {
         keep,
         onEnd: (fed) => {
           this.#busy = false;
-          this.#cached.push(...fed);
+          this.#turn = null;
+          // disposed during the turn: the sequence is freed now that nothing runs on it
+          if (this.#disposed) this.#free();
+          else for (const t of fed) this.#cached.push(t);
         },
       });
       reply = withToolCalls(generation, plan);
+      this.#turn = reply;
       reply.then(
         (result: GenerationResult) =>
           this.messages.push(...added, result.toolCalls ? { role: 'assistant', content: null, tool_calls: result.toolCalls.map((c) => ({ id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } })) } : { role: 'assistant', content: result.text }),
@@ -76,10 +81,15 @@ export class Chat {
     return reply;
   }
 
-  /** Frees this conversation's KV cache. */
+  /** Frees this conversation's KV cache; a turn still running is stopped first. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    if (this.#busy) this.#turn?._cancel();
+    else this.#free();
+  }
+
+  #free(): void {
     if (!this.#model.disposed) this.#model._engine().freeSequence(this.#sequence);
   }
 

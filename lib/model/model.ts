@@ -2,7 +2,7 @@
 // Forward passes go one at a time onto the engine; generations share them through the
 // scheduler, which batches all running requests into each pass.
 import { CONSTRAINT_KEYS, Constraint, constraintOf, type ConstraintOptions } from '../constrain/constraint.js';
-import { abortError } from '../errors.js';
+import { CapacityError, abortError } from '../errors.js';
 import { Generation } from '../generate/generation.js';
 import { Request } from '../generate/request.js';
 import { SAMPLER_KEYS, Sampler, type SamplerOptions } from '../generate/sampler.js';
@@ -76,7 +76,17 @@ export interface ModelInfo {
   contextSize: number;
 }
 
-/** A sequence's place in the KV cache. Free it with dispose() when done. */
+// A sequence dropped without dispose() gives its pages back when it is collected.
+const dropped = new FinalizationRegistry<{ model: WeakRef<Model>; id: number }>(({ model, id }) => {
+  try {
+    model.deref()?._releaseSequence(id);
+  } catch {
+    // the model was disposed: nothing left to free
+  }
+});
+
+/** A sequence's place in the KV cache. Free it with dispose() when done (one dropped
+ * without it is freed when garbage-collected). */
 export class Sequence {
   #model: Model;
   #id: number;
@@ -86,6 +96,7 @@ export class Sequence {
   constructor(model: Model, id: number) {
     this.#model = model;
     this.#id = id;
+    dropped.register(this, { model: new WeakRef(model), id }, this);
   }
 
   /** @internal */
@@ -107,6 +118,7 @@ export class Sequence {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    dropped.unregister(this);
     this.#model._releaseSequence(this.#id);
   }
 
@@ -223,6 +235,18 @@ export class Model {
     const { signal } = options;
     return this.#enqueue(async () => {
       if (signal?.aborted) throw abortError(signal);
+      // Pages promised to running generations are not this step's to take.
+      const engine = this._engine();
+      const stats = engine.cacheStats();
+      const pages = (n: number) => Math.ceil(n / stats.pageSize);
+      let needed = 0;
+      for (const e of entries) {
+        const length = engine.sequenceLength(e.sequence);
+        needed += pages(length + e.tokens.length) - pages(length);
+      }
+      const free = stats.maxPages - stats.pagesInUse - this.#scheduler.promisedPages;
+      if (needed > free)
+        throw new CapacityError(`KV cache is full: this step needs ${needed} more pages of ${stats.pageSize} positions, ${Math.max(0, free)} are free (the rest are in use or promised to running generations)`, true);
       const abort = abortFlag(signal);
       try {
         const { logits, rows } = await this._engine().step(entries, abort.flag);
@@ -366,6 +390,11 @@ export class Model {
       stop: stops.length > 0 ? new StopMatcher(stops) : null,
       logprobs,
     };
+    // The job stops when the caller's signal aborts, or when the caller leaves the
+    // generation's loop early.
+    const cancel = new AbortController();
+    generation.onCancel = () => cancel.abort(abortError());
+    const signal = options.signal ? AbortSignal.any([options.signal, cancel.signal]) : cancel.signal;
     const queue = (constraint: Constraint | null) => {
       const request = new Request({ ...setup, constraint });
       const engine = this._engine();
@@ -380,7 +409,7 @@ export class Model {
         fed: 0,
         length: start,
         maxLength: Math.min(context, start + prompt.length + maxTokens),
-        signal: options.signal,
+        signal,
         fedTokens: [],
         ...(session ? { onEnd: session.onEnd } : {}),
       };
@@ -392,7 +421,7 @@ export class Model {
     Constraint.create(this.tokenizer, this.config.vocabSize, eosIds, constrained).then(
       (constraint) => {
         try {
-          if (options.signal?.aborted) throw abortError(options.signal);
+          if (signal.aborted) throw abortError(signal);
           queue(constraint);
         } catch (e) {
           constraint.dispose();

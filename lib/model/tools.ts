@@ -101,6 +101,7 @@ function completeObjects(text: string): string[] {
 export function withToolCalls(inner: Generation, plan: ChatPlan): Generation {
   if (plan.calls === 'off') return inner;
   const outer = new Generation();
+  outer.onCancel = () => inner._cancel();
   const sink = outer.sink;
   void (async () => {
     let calling = plan.calls === 'forced';
