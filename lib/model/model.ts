@@ -235,7 +235,9 @@ export class Model {
     const { signal } = options;
     return this.#enqueue(async () => {
       if (signal?.aborted) throw abortError(signal);
-      // Pages promised to running generations are not this step's to take.
+      // Pages promised to running generations are not this step's to take (otherwise the
+      // engine's own checks say what is wrong).
+      const promised = this.#scheduler.promisedPages;
       const engine = this._engine();
       const stats = engine.cacheStats();
       const pages = (n: number) => Math.ceil(n / stats.pageSize);
@@ -244,8 +246,8 @@ export class Model {
         const length = engine.sequenceLength(e.sequence);
         needed += pages(length + e.tokens.length) - pages(length);
       }
-      const free = stats.maxPages - stats.pagesInUse - this.#scheduler.promisedPages;
-      if (needed > free)
+      const free = stats.maxPages - stats.pagesInUse - promised;
+      if (promised > 0 && needed > free)
         throw new CapacityError(`KV cache is full: this step needs ${needed} more pages of ${stats.pageSize} positions, ${Math.max(0, free)} are free (the rest are in use or promised to running generations)`, true);
       const abort = abortFlag(signal);
       try {
