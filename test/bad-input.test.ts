@@ -192,6 +192,12 @@ describe('config.json mutations', () => {
     ['unsupported rope scaling', (c) => (c['rope_scaling'] = { rope_type: 'yarn', factor: 4 }), /rope_scaling type "yarn"/],
     ['gelu activation', (c) => (c['hidden_act'] = 'gelu'), /hidden_act/],
     ['tie_word_embeddings that is not a boolean', (c) => (c['tie_word_embeddings'] = 'yes'), /tie_word_embeddings must be true or false/],
+    // bounds: refused at once, before any per-layer work
+    ['2^31 - 1 layers', (c) => (c['num_hidden_layers'] = 2147483647), /num_hidden_layers must be at most 4096/],
+    ['a vocabulary of 2^30', (c) => (c['vocab_size'] = 2 ** 30), /vocab_size must be at most/],
+    ['hidden_size 2^30', (c) => (c['hidden_size'] = 2 ** 30), /hidden_size must be at most/],
+    ['intermediate_size 2^40', (c) => (c['intermediate_size'] = 2 ** 40), /intermediate_size must be at most/],
+    ['max_position_embeddings 2^40', (c) => (c['max_position_embeddings'] = 2 ** 40), /max_position_embeddings must be at most/],
   ];
   it.each(cases)('%s', async (_name, change, pattern) => {
     const dir = workDir();

@@ -14,6 +14,9 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
+/** The largest config values accepted (each far past the largest published models). */
+export const LIMITS = { hidden: 1 << 17, intermediate: 1 << 20, layers: 4096, heads: 1024, headDim: 1024, vocab: 1 << 22, positions: 1 << 24 } as const;
+
 export interface ModelConfig {
   architecture: 'MistralForCausalLM' | 'LlamaForCausalLM';
   modelType: string;
@@ -57,14 +60,17 @@ class Fields {
     return this.json[key] !== undefined && this.json[key] !== null;
   }
 
-  positiveInt(key: string, fallback?: number): number {
+  /** A positive integer no larger than `max` (bounds far past any real model, so that a
+   * hostile config cannot make the load build millions of layers or huge buffers). */
+  positiveInt(key: string, fallback?: number, max = 2 ** 31 - 1): number {
     if (!this.has(key)) {
       if (fallback !== undefined) return fallback;
       this.fail(key, 'is required');
     }
     const v = this.json[key];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) this.fail(key, 'must be a positive integer');
-    return v;
+    if ((v as number) > max) this.fail(key, `must be at most ${max} (got ${v as number})`);
+    return v as number;
   }
 
   positiveNumber(key: string, fallback: number): number {
@@ -142,14 +148,14 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
   if (act !== 'silu') f.fail('hidden_act', 'must be "silu"');
   if (f.bool('mlp_bias', false)) f.fail('mlp_bias', 'is not supported');
 
-  const hiddenSize = f.positiveInt('hidden_size');
-  const numAttentionHeads = f.positiveInt('num_attention_heads');
-  const numKeyValueHeads = f.positiveInt('num_key_value_heads', numAttentionHeads);
+  const hiddenSize = f.positiveInt('hidden_size', undefined, LIMITS.hidden);
+  const numAttentionHeads = f.positiveInt('num_attention_heads', undefined, LIMITS.heads);
+  const numKeyValueHeads = f.positiveInt('num_key_value_heads', numAttentionHeads, LIMITS.heads);
   if (numAttentionHeads % numKeyValueHeads !== 0)
     throw new FormatError(file, `num_attention_heads (${numAttentionHeads}) is not a multiple of num_key_value_heads (${numKeyValueHeads})`);
   if (!f.has('head_dim') && hiddenSize % numAttentionHeads !== 0)
     throw new FormatError(file, `hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numAttentionHeads}) and head_dim is not given`);
-  const headDim = f.positiveInt('head_dim', hiddenSize / numAttentionHeads);
+  const headDim = f.positiveInt('head_dim', hiddenSize / numAttentionHeads, LIMITS.headDim);
   if (headDim % 2 !== 0) f.fail('head_dim', 'must be even');
 
   let slidingWindow: number | null = null;
@@ -165,16 +171,16 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
     architecture,
     modelType: typeof f.json['model_type'] === 'string' ? (f.json['model_type'] as string) : isMistral ? 'mistral' : 'llama',
     hiddenSize,
-    intermediateSize: f.positiveInt('intermediate_size'),
-    numHiddenLayers: f.positiveInt('num_hidden_layers'),
+    intermediateSize: f.positiveInt('intermediate_size', undefined, LIMITS.intermediate),
+    numHiddenLayers: f.positiveInt('num_hidden_layers', undefined, LIMITS.layers),
     numAttentionHeads,
     numKeyValueHeads,
     headDim,
-    vocabSize: f.positiveInt('vocab_size'),
+    vocabSize: f.positiveInt('vocab_size', undefined, LIMITS.vocab),
     rmsNormEps: f.positiveNumber('rms_norm_eps', 1e-6),
     ropeTheta: f.positiveNumber('rope_theta', 10000),
     ropeScaling: ropeScaling(f),
-    maxPositionEmbeddings: f.positiveInt('max_position_embeddings', isMistral ? 32768 : 2048),
+    maxPositionEmbeddings: f.positiveInt('max_position_embeddings', isMistral ? 32768 : 2048, LIMITS.positions),
     slidingWindow,
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     attentionBias: f.bool('attention_bias', false),
