@@ -4,7 +4,7 @@ import { copyFileSync, cpSync, readFileSync, rmSync, truncateSync, writeFileSync
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { loadModel } from '../lib/index.js';
+import { demoModelDir, loadModel } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { tmpDir, writeTinyCheckpoint } from './helpers/checkpoint.js';
 import { fixturesDir, haveFixtures } from './helpers/fixtures.js';
@@ -209,6 +209,16 @@ describe('config.json mutations', () => {
     expect(err).toBeInstanceOf(Error);
     expect(err!.message).toMatch(pattern);
     expect(err!.message).toContain(dir);
+  });
+
+  it('a tokenizer.json with a token id past any vocabulary is refused at once', async () => {
+    const dir = workDir();
+    copyFileSync(join(source, 'model.safetensors'), join(dir, 'model.safetensors'));
+    copyFileSync(join(source, 'config.json'), join(dir, 'config.json'));
+    const tokenizer = JSON.parse(readFileSync(join(demoModelDir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+    tokenizer.model.vocab['huge'] = 2 ** 31;
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+    await expect(loadModel(dir)).rejects.toThrow(/tokenizer\.json: token id 2147483648 is outside \[0, 4194304\)/);
   });
 
   it('a config.json that is not JSON, and a directory with no weights', async () => {
