@@ -8,8 +8,8 @@ import type * as XGrammar from '@mlc-ai/web-xgrammar';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { GrammarError } from './errors.js';
 import { checkGbnf } from './gbnf.js';
-import { regexToEbnf } from './regex.js';
-import { checkSchema } from './schema.js';
+import { RegexError, regexToEbnf } from './regex.js';
+import { SchemaError, checkSchema } from './schema.js';
 import { xgrammar } from './xgrammar.js';
 
 export interface ConstraintOptions {
@@ -75,7 +75,7 @@ async function compile(c: Compiler, options: ConstraintOptions): Promise<XGramma
     const ebnf = options.grammar !== undefined ? options.grammar : regexToEbnf(options.regex instanceof RegExp ? options.regex.source : String(options.regex));
     return await c.compiler.compileGrammar(await x.Grammar.fromEBNF(checkGbnf(ebnf), 'root'));
   } catch (e) {
-    if (e instanceof Error && (e.name === 'SchemaError' || e.name === 'RegexError' || e.name === 'GrammarError')) throw e;
+    if (e instanceof SchemaError || e instanceof RegexError || e instanceof GrammarError) throw e;
     throw new GrammarError(`${options.grammar !== undefined ? 'grammar' : options.regex !== undefined ? 'regex' : 'JSON schema'}: ${e instanceof Error ? e.message : String(e)}`);
   }
 }

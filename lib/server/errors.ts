@@ -1,4 +1,7 @@
 // Errors as OpenAI's API reports them: a status and { error: { message, type, param, code } }.
+import { GrammarError } from '../constrain/errors.js';
+import { RegexError } from '../constrain/regex.js';
+import { SchemaError } from '../constrain/schema.js';
 import { CapacityError } from '../errors.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
 
@@ -34,7 +37,7 @@ export function apiErrorOf(e: unknown): ApiError {
     return err.retryable
       ? new ApiError(429, `the server is busy: ${err.message}`, 'rate_limit_error', null, 'rate_limit_exceeded', 1)
       : badRequest(err.message, null, 'context_length_exceeded');
-  if (err instanceof RangeError || err instanceof ChatTemplateError || ['SchemaError', 'GrammarError', 'RegexError'].includes(err.name)) return badRequest(err.message);
+  if (err instanceof RangeError || err instanceof ChatTemplateError || err instanceof SchemaError || err instanceof GrammarError || err instanceof RegexError) return badRequest(err.message);
   if (err.message === 'the model has been disposed') return new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
   return new ApiError(500, `internal error: ${err.message}`, 'server_error');
 }
