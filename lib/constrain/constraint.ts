@@ -1,16 +1,14 @@
 // Constrained decoding: before each sampling step the constraint says which tokens of the
 // whole vocabulary may come next (a bitmask), and it follows each chosen token. JSON
 // Schema, regular expressions and GBNF grammars are compiled by XGrammar against the
-// model's vocabulary; special tokens never match grammar text, and end-of-sequence is
-// allowed only where the grammar accepts.
-import type * as XGrammar from '@mlc-ai/web-xgrammar';
-
+// model's vocabulary, on the grammar engine's own thread (xgrammar.ts); special tokens never
+// match grammar text, and end-of-sequence is allowed only where the grammar accepts.
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { GrammarError } from './errors.js';
 import { checkGbnf } from './gbnf.js';
-import { RegexError, regexToEbnf } from './regex.js';
-import { SchemaError, checkSchema } from './schema.js';
-import { xgrammar } from './xgrammar.js';
+import { regexToEbnf } from './regex.js';
+import { checkSchema } from './schema.js';
+import { type GrammarSource, type GrammarWorker, grammarWorker } from './xgrammar.js';
 
 export interface ConstraintOptions {
   /** The output is JSON valid against this schema. */
@@ -34,77 +32,48 @@ export function constraintOf(options: ConstraintOptions): ConstraintOptions | nu
   return given.length ? options : null;
 }
 
-interface Compiler {
-  compiler: XGrammar.GrammarCompiler;
-  vocabSize: number;
-}
-
-const compilers = new WeakMap<Tokenizer, Map<number, Promise<Compiler>>>();
-
-/** The tokenizer's vocabulary as XGrammar reads it: special tokens as '' (never grammar text). */
-function compilerFor(tokenizer: Tokenizer, vocabSize: number, stop: number[]): Promise<Compiler> {
-  let bySize = compilers.get(tokenizer);
-  if (!bySize) compilers.set(tokenizer, (bySize = new Map()));
-  let c = bySize.get(vocabSize);
-  if (!c) {
-    c = (async () => {
-      const x = xgrammar();
-      const vocab: string[] = [];
-      for (let id = 0; id < vocabSize; id++) {
-        const text = id < tokenizer.vocabSize && !tokenizer.isSpecial(id) ? (tokenizer.tokenText(id) ?? '') : '';
-        // The engine lets a NUL byte through where the grammar forbids it: NUL is never
-        // generated under a constraint.
-        vocab.push(text === '<0x00>' || text.includes('\0') ? '' : text);
-      }
-      const info = await x.TokenizerInfo.createTokenizerInfo(vocab, tokenizer.vocabType, false, vocabSize, stop);
-      return { compiler: await x.GrammarCompiler.createGrammarCompiler(info), vocabSize };
-    })();
-    bySize.set(vocabSize, c);
+/** Checks the options here (fast, with laminate's own messages), then says what XGrammar compiles. */
+function sourceOf(options: ConstraintOptions): GrammarSource {
+  if (options.jsonSchema !== undefined) {
+    checkSchema(options.jsonSchema);
+    return { schema: JSON.stringify(options.jsonSchema), anyObject: false };
   }
-  return c;
-}
-
-async function compile(c: Compiler, options: ConstraintOptions): Promise<XGrammar.CompiledGrammar> {
-  const x = xgrammar();
-  try {
-    if (options.jsonSchema !== undefined) {
-      checkSchema(options.jsonSchema);
-      return await c.compiler.compileJSONSchema(JSON.stringify(options.jsonSchema), false, -1);
-    }
-    if (options.json) return await c.compiler.compileJSONSchema(JSON.stringify({ type: 'object', additionalProperties: true }), false, -1, undefined, false);
-    const ebnf = options.grammar !== undefined ? options.grammar : regexToEbnf(options.regex instanceof RegExp ? options.regex.source : String(options.regex));
-    return await c.compiler.compileGrammar(await x.Grammar.fromEBNF(checkGbnf(ebnf), 'root'));
-  } catch (e) {
-    if (e instanceof SchemaError || e instanceof RegexError || e instanceof GrammarError) throw e;
-    throw new GrammarError(`${options.grammar !== undefined ? 'grammar' : options.regex !== undefined ? 'regex' : 'JSON schema'}: ${e instanceof Error ? e.message : String(e)}`);
-  }
+  if (options.json) return { schema: JSON.stringify({ type: 'object', additionalProperties: true }), anyObject: true };
+  return { ebnf: checkGbnf(options.grammar !== undefined ? options.grammar : regexToEbnf(options.regex instanceof RegExp ? options.regex.source : String(options.regex))) };
 }
 
 export class Constraint {
-  readonly #matcher: XGrammar.GrammarMatcher;
+  readonly #engine: GrammarWorker;
+  readonly #id: number;
   readonly #vocabSize: number;
+  readonly #stop: Set<number>;
   #mask: Int32Array | null = null;
+  #terminated = false;
   #disposed = false;
 
-  private constructor(matcher: XGrammar.GrammarMatcher, vocabSize: number) {
-    this.#matcher = matcher;
+  private constructor(engine: GrammarWorker, id: number, vocabSize: number, stop: number[]) {
+    this.#engine = engine;
+    this.#id = id;
     this.#vocabSize = vocabSize;
+    this.#stop = new Set(stop);
   }
 
-  /** Compiles the constraint for a model's vocabulary; `stop` are its end-of-sequence ids. */
+  /** Compiles the constraint for a model's vocabulary (on the grammar engine's thread); `stop` are its end-of-sequence ids. */
   static async create(tokenizer: Tokenizer, vocabSize: number, stop: number[], options: ConstraintOptions): Promise<Constraint> {
-    const c = await compilerFor(tokenizer, vocabSize, stop);
-    const compiled = await compile(c, options);
+    const source = sourceOf(options);
+    const engine = grammarWorker();
     try {
-      return new Constraint(await xgrammar().GrammarMatcher.createGrammarMatcher(compiled, stop), vocabSize);
-    } finally {
-      compiled.dispose();
+      return new Constraint(engine, await engine.compile(tokenizer, vocabSize, stop, source), vocabSize, stop);
+    } catch (e) {
+      const what = options.grammar !== undefined ? 'grammar' : options.regex !== undefined ? 'regex' : 'JSON schema';
+      throw new GrammarError(`${what}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
-  /** Computes the mask of the next step (done ahead, while the forward pass runs). */
+  /** Computes the mask of the next step (done ahead, while the forward pass runs); fails if a
+   * token that the constraint refuses was accepted. */
   async prepare(): Promise<void> {
-    if (!this.#mask && !this.#disposed) this.#mask = await this.#matcher.getNextTokenBitmask();
+    if (!this.#mask && !this.#disposed) this.#mask = await this.#engine.mask(this.#id);
   }
 
   /** Sets every token the constraint forbids to -Infinity (after prepare()). */
@@ -135,20 +104,21 @@ export class Constraint {
     return this.#mask;
   }
 
-  /** Follows the chosen token; false when the constraint does not allow it. */
-  accept(token: number): boolean {
+  /** Follows the chosen token. A token outside the mask is reported by the next prepare(). */
+  accept(token: number): void {
     this.#mask = null;
-    return this.#matcher.acceptToken(token);
+    if (this.#stop.has(token)) this.#terminated = true;
+    this.#engine.accept(this.#id, token);
   }
 
-  /** The output is complete: nothing may follow. */
+  /** The output is complete (an end-of-sequence token was accepted): nothing may follow. */
   get terminated(): boolean {
-    return this.#matcher.isTerminated();
+    return this.#terminated;
   }
 
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    this.#matcher.dispose();
+    this.#engine.dispose(this.#id);
   }
 }

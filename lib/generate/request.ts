@@ -90,7 +90,7 @@ export class Request {
   #take(token: number, logprob: TokenLogprob | undefined): number | null {
     const s = this.#s;
     if (this.tokens.length === 0) this.#firstTokenAt = performance.now();
-    if (s.constraint && !s.constraint.accept(token)) throw new Error(`constraint: token ${token} was chosen but the constraint does not allow it`);
+    s.constraint?.accept(token);
     this.tokens.push(token);
     if (logprob) this.#logprobs.push(logprob);
     if (s.eos.has(token) || s.constraint?.terminated) {
