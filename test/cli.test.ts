@@ -26,8 +26,14 @@ describe('laminate CLI', () => {
   it('generate takes token ids and sampling flags', () => {
     const a = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--temperature', '0.8', '--top-p', '0.9', '--seed', '5', '--json']);
     const b = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--temperature', '0.8', '--top-p', '0.9', '--seed', '5', '--json']);
+    const other = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--temperature', '0.8', '--top-p', '0.9', '--seed', '6', '--json']);
+    const greedy = run(['generate', '--tokens', '1,366,474', '--max-tokens', '8', '--json']);
     expect(a.status, a.stderr).toBe(0);
-    expect(JSON.parse(a.stdout).tokens).toEqual(JSON.parse(b.stdout).tokens);
+    const tokens = (r: typeof a) => JSON.parse(r.stdout).tokens as number[];
+    expect(tokens(a)).toEqual(tokens(b));
+    // the flags are read: another seed, or none of them, gives other tokens
+    expect(tokens(other)).not.toEqual(tokens(a));
+    expect(tokens(greedy)).not.toEqual(tokens(a));
   });
 
   it('chat answers each line of input until the input ends', () => {

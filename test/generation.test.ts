@@ -96,6 +96,11 @@ describe('demo model', () => {
     const a = await model.generate('If the file', { maxTokens: 20, temperature: 0.9, topP: 0.95, seed: 11, stopAtEos: false });
     const b = await model.generate('If the file', { maxTokens: 20, temperature: 0.9, topP: 0.95, seed: 11, stopAtEos: false });
     expect(a.tokens).toEqual(b.tokens);
+    // the sampling options are used: another seed, or greedy decoding, gives other tokens
+    const other = await model.generate('If the file', { maxTokens: 20, temperature: 0.9, topP: 0.95, seed: 12, stopAtEos: false });
+    const greedy = await model.generate('If the file', { maxTokens: 20, stopAtEos: false });
+    expect(other.tokens).not.toEqual(a.tokens);
+    expect(greedy.tokens).not.toEqual(a.tokens);
   });
 });
 
@@ -111,13 +116,23 @@ describe('concurrency', () => {
   });
 
   it('keeps the event loop turning during generation', async () => {
-    let ticks = 0;
-    const timer = setInterval(() => ticks++, 2);
-    const start = performance.now();
-    await Promise.all(prompts.slice(0, 4).map((p) => model.generate(p, { maxTokens: 48, stopAtEos: false })));
-    const elapsed = performance.now() - start;
-    clearInterval(timer);
-    expect(ticks).toBeGreaterThanOrEqual(Math.min(10, Math.floor(elapsed / 10)));
+    // the loop turns between the passes (each runs on a native thread): every token of a
+    // stream arrives in its own turn, so a counter that advances once per turn moves on
+    // between any two tokens
+    let turns = 0;
+    let running = true;
+    const spin = (async () => {
+      while (running) {
+        await new Promise((r) => setImmediate(r));
+        turns++;
+      }
+    })();
+    const seen: number[] = [];
+    for await (const chunk of model.generate(prompts[0]!, { maxTokens: 24, stopAtEos: false })) if (chunk.tokens.length) seen.push(turns);
+    running = false;
+    await spin;
+    expect(seen).toHaveLength(24);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!, `token ${i}`).toBeGreaterThan(seen[i - 1]!);
   });
 
   it('aborts one request within a step and frees its sequence, leaving the others', async () => {
