@@ -14,7 +14,7 @@ export class Wrong extends Error {}
 export class Unclean extends Error {}
 
 const INTERNAL =
-  /Cannot read propert|Cannot set propert|Cannot destructure|Cannot create property|is not a function|is not iterable|is not a constructor|Maximum call stack|Invalid array length|Invalid typed array length|Array buffer allocation failed|Cannot convert|Cannot mix BigInt|Reduce of empty array|out of memory/;
+  /Cannot read propert|Cannot set propert|Cannot destructure|Cannot create property|(?<!that )is not a function|is not iterable|is not a constructor|Maximum call stack|Invalid array length|Invalid typed array length|Array buffer allocation failed|Cannot convert|Cannot mix BigInt|Reduce of empty array|out of memory/;
 
 /** 'error' for an error a caller can act on, 'unclean' for one that leaks an internal failure. */
 export function classify(e) {
@@ -318,8 +318,9 @@ function validMergeConfig(rng, method, [a, b, c]) {
 /** Usually a valid configuration, often with one or two mutations; sometimes a method that does not exist. */
 function randomMergeConfig(rng, models) {
   const method = rng.chance(0.93) ? rng.pick(Object.keys(METHODS)) : rng.pick(JUNK_METHODS);
-  let config = validMergeConfig(rng, METHODS[method] ? method : 'linear', models);
-  if (!METHODS[method]) config.merge_method = method;
+  const known = Object.hasOwn(METHODS, method);
+  let config = validMergeConfig(rng, known ? method : 'linear', models);
+  if (!known) config.merge_method = method;
   else if (rng.chance(0.5)) {
     for (let i = rng.int(1, 2); i > 0; i--) config = mutateJson(rng, config).root;
   }

@@ -47,11 +47,11 @@ export class MergeConfigError extends Error {
   override name = 'MergeConfigError';
 }
 
-const DTYPES: Record<string, 'F32' | 'F16' | 'BF16'> = { bfloat16: 'BF16', float16: 'F16', float32: 'F32' };
+const DTYPES = new Map<string, 'F32' | 'F16' | 'BF16'>([['bfloat16', 'BF16'], ['float16', 'F16'], ['float32', 'F32']]);
 
 /** 'bfloat16' | 'float16' | 'float32' (optionally 'torch.'-prefixed) -> safetensors dtype. */
 export function dtypeFromName(name: string, where: string): 'F32' | 'F16' | 'BF16' {
-  const d = DTYPES[name.replace(/^torch\./, '')];
+  const d = DTYPES.get(name.replace(/^torch\./, ''));
   if (!d) throw new MergeConfigError(`${where}: dtype '${name}' is not supported (bfloat16, float16, float32)`);
   return d;
 }
@@ -71,7 +71,7 @@ function checkParameterValue(v: unknown, where: string): void {
   const scalar = (x: unknown) => typeof x === 'number' || typeof x === 'boolean';
   const gradient = (x: unknown) => Array.isArray(x) && x.length > 0 && x.every((y) => typeof y === 'number');
   if (scalar(v) || gradient(v)) return;
-  if (Array.isArray(v) && v.every((c) => isRecord(c) && 'value' in c)) {
+  if (Array.isArray(v) && v.every((c) => isRecord(c) && Object.hasOwn(c, 'value'))) {
     for (const c of v as Record<string, unknown>[]) {
       if (c['filter'] !== undefined && typeof c['filter'] !== 'string') throw new MergeConfigError(`${where}: filter must be a string`);
       if (!scalar(c['value']) && !gradient(c['value'])) throw new MergeConfigError(`${where}: value must be a number or a list of numbers`);

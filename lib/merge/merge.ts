@@ -1,7 +1,7 @@
 // merge(): a mergekit configuration executed to disk. The plan and the file layout are
 // worked out here from headers alone; the native executor streams each output tensor from
-// the mapped inputs into its shard. Everything is written to a temporary directory that is
-// renamed to the output only when complete.
+// the mapped inputs into its shard. Everything is written to a work directory beside the
+// output that moves into its place only when complete (see output.ts).
 import { copyFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
@@ -9,8 +9,9 @@ import { stringify } from 'yaml';
 
 import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
-import { checkOutputDir, sortedJson, writeModel, type JobTensor, type WrittenModel } from '../formats/model-writer.js';
+import { sortedJson, writeModel, type JobTensor, type WrittenModel } from '../formats/model-writer.js';
 import { loadMergeConfig, MergeConfigError, modelDir, type MergeConfig, type ParsedMergeConfig } from './config.js';
+import { claimOutput } from './output.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 
 export interface MergeOptions {
@@ -21,7 +22,8 @@ export interface MergeOptions {
   outShardSize?: number;
   /** Seed of the random sparsification (dare_*); default 0. */
   seed?: number;
-  /** Replace an existing output directory. */
+  /** Replace an existing output directory (never a file, the home or working directory, an
+   * input model or a directory that holds one). */
   overwrite?: boolean;
   /** Directory that relative model paths are resolved from (default: the working directory). */
   baseDir?: string;
@@ -92,8 +94,8 @@ ${parsed.text}
 /** Merges models as a mergekit configuration says (YAML text, a .yml path, or the object)
  * and writes the result to outDir. */
 export async function merge(config: string | MergeConfig, outDir: string, options: MergeOptions = {}): Promise<MergeResult> {
-  if (options.signal?.aborted) throw abortError(options.signal);
-  outDir = await checkOutputDir(outDir, options.overwrite);
+  const { signal } = options;
+  if (signal?.aborted) throw abortError(signal);
   const parsed = await loadMergeConfig(config, options.baseDir ? { baseDir: options.baseDir } : {});
   const plan = await planMerge(parsed);
 
@@ -125,15 +127,23 @@ export async function merge(config: string | MergeConfig, outDir: string, option
       filterWise: (t.params['filter_wise'] ?? 0) !== 0,
     };
   });
-  return writeModel(outDir, files, tensors, {
-    ...options,
-    overwrite: true, // checked above, before planning
-    indexMetadata: { mergekit_version: '0.1.4' },
-    sideFiles: async (dir) => {
-      await writeFile(join(dir, 'config.json'), sortedJson(plan.outConfig));
-      await writeTokenizer(plan, parsed, dir);
-      await writeFile(join(dir, 'mergekit_config.yml'), parsed.text);
-      await writeFile(join(dir, 'README.md'), modelCard(plan, parsed, outDir));
-    },
-  });
+  const claim = await claimOutput(outDir, { overwrite: options.overwrite, inputs: plan.models.map((m) => m.dir) });
+  try {
+    const written = await writeModel(join(claim.workDir, 'model'), files, tensors, {
+      ...options,
+      overwrite: false,
+      indexMetadata: { mergekit_version: '0.1.4' },
+      sideFiles: async (dir) => {
+        await writeFile(join(dir, 'config.json'), sortedJson(plan.outConfig));
+        await writeTokenizer(plan, parsed, dir);
+        await writeFile(join(dir, 'mergekit_config.yml'), parsed.text);
+        await writeFile(join(dir, 'README.md'), modelCard(plan, parsed, claim.outDir));
+      },
+    });
+    if (signal?.aborted) throw abortError(signal);
+    await claim.commit(written.outDir);
+    return { ...written, outDir: claim.outDir };
+  } finally {
+    await claim.release();
+  }
 }

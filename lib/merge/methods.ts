@@ -46,24 +46,27 @@ const taskVectors = (
   minOthers: 1,
 });
 
-export const METHODS: Record<string, MethodSpec> = {
-  passthrough: { name: 'passthrough', pretty: 'Passthrough', global: {}, perModel: { scale: {} }, native: 0, sparsify: 0, consensus: false, needsBase: false, minOthers: 1 },
-  linear: {
-    name: 'linear', pretty: 'Linear', url: 'https://arxiv.org/abs/2203.05482',
-    global: { normalize: { default: 1 } }, perModel: { weight: { required: true } }, native: 1, sparsify: 0, consensus: false, needsBase: false, minOthers: 1,
-  },
-  slerp: {
-    name: 'slerp', pretty: 'SLERP', url: 'https://en.wikipedia.org/wiki/Slerp',
-    global: { t: { required: true } }, perModel: {}, native: 2, sparsify: 0, consensus: false, needsBase: true, minOthers: 1,
-  },
-  task_arithmetic: taskVectors('task_arithmetic', 'Task Arithmetic', 'https://arxiv.org/abs/2212.04089', 0, false, false, false),
-  ties: taskVectors('ties', 'TIES', 'https://arxiv.org/abs/2306.01708', 1, true, true, false),
-  dare_ties: taskVectors('dare_ties', 'DARE TIES', 'https://arxiv.org/abs/2311.03099', 2, true, false, true),
-  dare_linear: taskVectors('dare_linear', 'Linear DARE', 'https://arxiv.org/abs/2311.03099', 2, false, false, true),
-  breadcrumbs: taskVectors('breadcrumbs', 'Model Breadcrumbs', 'https://arxiv.org/abs/2312.06795', 3, false, false, false, { gamma: { default: 0.01 } }),
-  breadcrumbs_ties: taskVectors('breadcrumbs_ties', 'Model Breadcrumbs with TIES', 'https://arxiv.org/abs/2312.06795', 3, true, false, false, { gamma: { default: 0.01 } }),
-  model_stock: {
-    name: 'model_stock', pretty: 'Model Stock', url: 'https://arxiv.org/abs/2403.19522',
-    global: { filter_wise: { default: 0 } }, perModel: {}, native: 4, sparsify: 0, consensus: false, needsBase: true, minOthers: 2,
-  },
-};
+/** The methods by name (a Map: a name from a config never finds a prototype's member). */
+export const METHODS: ReadonlyMap<string, MethodSpec> = new Map(
+  ([
+    { name: 'passthrough', pretty: 'Passthrough', global: {}, perModel: { scale: {} }, native: 0, sparsify: 0, consensus: false, needsBase: false, minOthers: 1 },
+    {
+      name: 'linear', pretty: 'Linear', url: 'https://arxiv.org/abs/2203.05482',
+      global: { normalize: { default: 1 } }, perModel: { weight: { required: true } }, native: 1, sparsify: 0, consensus: false, needsBase: false, minOthers: 1,
+    },
+    {
+      name: 'slerp', pretty: 'SLERP', url: 'https://en.wikipedia.org/wiki/Slerp',
+      global: { t: { required: true } }, perModel: {}, native: 2, sparsify: 0, consensus: false, needsBase: true, minOthers: 1,
+    },
+    taskVectors('task_arithmetic', 'Task Arithmetic', 'https://arxiv.org/abs/2212.04089', 0, false, false, false),
+    taskVectors('ties', 'TIES', 'https://arxiv.org/abs/2306.01708', 1, true, true, false),
+    taskVectors('dare_ties', 'DARE TIES', 'https://arxiv.org/abs/2311.03099', 2, true, false, true),
+    taskVectors('dare_linear', 'Linear DARE', 'https://arxiv.org/abs/2311.03099', 2, false, false, true),
+    taskVectors('breadcrumbs', 'Model Breadcrumbs', 'https://arxiv.org/abs/2312.06795', 3, false, false, false, { gamma: { default: 0.01 } }),
+    taskVectors('breadcrumbs_ties', 'Model Breadcrumbs with TIES', 'https://arxiv.org/abs/2312.06795', 3, true, false, false, { gamma: { default: 0.01 } }),
+    {
+      name: 'model_stock', pretty: 'Model Stock', url: 'https://arxiv.org/abs/2403.19522',
+      global: { filter_wise: { default: 0 } }, perModel: {}, native: 4, sparsify: 0, consensus: false, needsBase: true, minOthers: 2,
+    },
+  ] satisfies MethodSpec[]).map((m) => [m.name, m]),
+);

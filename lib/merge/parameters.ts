@@ -26,7 +26,7 @@ export function evaluate(value: ParameterValue, tensorName: string, t: number): 
 /** First defined value of `name` over the levels, most specific first. */
 export function lookup(levels: (Parameters | undefined)[], name: string, tensorName: string, t: number): number | undefined {
   for (const level of levels) {
-    const v = level?.[name];
+    const v = level && Object.hasOwn(level, name) ? level[name] : undefined;
     if (v === undefined) continue;
     const x = evaluate(v, tensorName, t);
     if (x !== undefined) return x;

@@ -79,14 +79,14 @@ interface Slice {
 
 export async function planMerge(parsed: ParsedMergeConfig): Promise<MergePlan> {
   const { config, baseDir } = parsed;
-  const method = METHODS[config.merge_method];
-  if (!method) throw new MergeConfigError(`merge_method '${config.merge_method}' is not supported (${Object.keys(METHODS).join(', ')})`);
+  const method = METHODS.get(config.merge_method);
+  if (!method) throw new MergeConfigError(`merge_method '${config.merge_method}' is not supported (${[...METHODS.keys()].join(', ')})`);
 
   // Every parameter must belong to the method, at a level where it means something.
   const checkNames = (p: Parameters | undefined, where: string, perModelOnly: boolean) => {
     for (const name of Object.keys(p ?? {})) {
-      if (name in method.perModel) continue;
-      if (name in method.global) {
+      if (Object.hasOwn(method.perModel, name)) continue;
+      if (Object.hasOwn(method.global, name)) {
         if (perModelOnly) throw new MergeConfigError(`${where}: '${name}' is a global parameter of ${method.name}; set it under the slice or top-level parameters`);
         continue;
       }
