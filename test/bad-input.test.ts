@@ -187,6 +187,8 @@ describe('config.json mutations', () => {
     ['kv heads do not divide heads', (c) => (c['num_key_value_heads'] = 3), /multiple of num_key_value_heads/],
     ['odd head_dim', (c) => (c['head_dim'] = 33), /head_dim must be even/],
     ['one layer too many', (c) => (c['num_hidden_layers'] = (c['num_hidden_layers'] as number) + 1), /missing tensor 'model\.layers\.\d+\./],
+    // not a silently shorter model: the first stored layer past the count is named
+    ['one layer too few', (c) => (c['num_hidden_layers'] = (c['num_hidden_layers'] as number) - 1), /config\.json: num_hidden_layers is (\d+), but \S+model\.safetensors stores layer \1 \(tensor 'model\.layers\.\1\.[\w.]+'\)/],
     ['vocab that contradicts the embedding', (c) => (c['vocab_size'] = (c['vocab_size'] as number) + 1), /does not match config/],
     ['intermediate that contradicts the MLP', (c) => (c['intermediate_size'] = (c['intermediate_size'] as number) * 2), /does not match config/],
     ['unsupported rope scaling', (c) => (c['rope_scaling'] = { rope_type: 'yarn', factor: 4 }), /rope_scaling type "yarn"/],

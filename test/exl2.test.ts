@@ -13,6 +13,8 @@ import { decode, encode, tmpDir, writeSafetensors, writeTinyCheckpoint, type Tin
 import { DEQUANT_EXAMPLE, fp16, PACKING_EXAMPLES, referenceDequantize } from './helpers/exl2-reference.js';
 import { referenceLogits } from './helpers/reference.js';
 import { readModelTensors } from './helpers/safetensors-read.js';
+import { readSource } from '../lib/model/load.js';
+import { resolvePlan } from '../lib/model/plan.js';
 import { native, type NativeAddon } from '../lib/native.js';
 
 const dirs: string[] = [];
@@ -175,67 +177,151 @@ describe('the kernels', () => {
   // 32 stored rows (scale max |x| / 127), times (q - z) * fp16((s + 1)^2 * m), the spec's
   // weight before its final fp16 rounding. Integer sums are exact, so what is left is a few
   // float32 roundings per segment; a wrongly decoded code is off by a whole step.
-  const layouts: [number, 8 | 6 | 5 | 4 | 3 | 2][][] = [[[1, 8]], [[0.25, 8], [0.25, 6], [0.25, 5], [0.25, 4]], [[0.5, 4], [0.5, 3]], [[0.25, 3], [0.75, 2]], [[0.5, 6], [0.5, 2]]];
-  // The CUDA kernels (on a GPU, or on the simulator build) take the same test: 'cuda' is the
-  // decode kernel (dp4a), 'cuda-mma' the int8 tensor-core kernel, here also over more than
-  // one tile of 64 rows.
-  const kernels: [string, NativeAddon][] = [...cpuInfo().isas.map((isa): [string, NativeAddon] => [isa, native()])];
-  if (cuda.addon) kernels.push(['cuda', cuda.addon], ['cuda-mma', cuda.addon]);
-  it.each(kernels)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa, addon) => {
-    const n = 72, k = 256; // 72 columns: one partly used 32-column block
-    for (const [li, parts] of layouts.entries()) {
-      const layer = randomLayer(n, k, layoutGroups(k, parts, 64), 700 + li);
-      const t = packExl2(layer);
-      const tensors = { qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n, k };
-      // w[c][j], stored row j, as the kernels define it
-      const w: number[][] = [];
-      for (let c = 0; c < n; c++) {
-        w.push([]);
-        let row = 0;
-        layer.groups.forEach((g, gi) => {
-          const m = fp16(layer.scaleMax[gi]! / 256), z = 2 ** (g.bits - 1);
-          const scale = fp16((layer.scaleCodes[gi * n + c]! + 1) ** 2 * m);
-          for (let j = row; j < row + g.rows; j++) w[c]!.push((layer.codes[j * n + c]! - z) * scale);
-          row += g.rows;
-        });
-      }
-      const r = rng(900 + li);
-      for (const m of isa === 'cuda-mma' ? [1, 9, 17, 70] : [1, 2, 3, 4, 5, 9]) {
-        // a few large inputs, and one row of zeros
-        const x = Float32Array.from({ length: m * k }, (_, i) => (m > 2 && Math.floor(i / k) === 1 ? 0 : ((r(2001) - 1000) / 1000) * (r(20) === 0 ? 30 : 1)));
-        const out = addon.exl2Matmul(tensors, x, m, isa);
-        for (let row = 0; row < m; row++) {
-          // the rounding: each input within half a step of its segment's scale
-          const xs: number[] = [];
-          let j0 = 0;
-          out.segmentRows.forEach((rows, s) => {
-            const d = out.scale[row * out.segmentRows.length + s]!;
-            let amax = 0;
-            for (let j = j0; j < j0 + rows; j++) amax = Math.max(amax, Math.abs(x[row * k + layer.perm[j]!]!));
-            expect(d).toBe(Math.fround(amax / 127));
-            for (let j = j0; j < j0 + rows; j++) {
-              const q = out.xq[row * k + j]!;
-              expect(Math.abs(q * d - x[row * k + layer.perm[j]!]!)).toBeLessThanOrEqual(d * 0.5001);
-              xs.push(q * d);
+  const LAYOUTS: [number, 8 | 6 | 5 | 4 | 3 | 2][][] = [[[1, 8]], [[0.25, 8], [0.25, 6], [0.25, 5], [0.25, 4]], [[0.5, 4], [0.5, 3]], [[0.25, 3], [0.75, 2]], [[0.5, 6], [0.5, 2]]];
+  type Kernel = 'cpu' | 'cuda' | 'cuda-mma';
+  // The CUDA kernels (on a GPU, or on the simulator build) take the same tests: 'cuda' is
+  // the decode kernel (dp4a, up to 8 rows a launch), 'cuda-mma' the int8 tensor-core kernel
+  // (64 rows by 4 blocks of 32 columns a grid block).
+  const SHAPES: { n: number; k: number; layouts: typeof LAYOUTS; rows: Record<Kernel, number[]> }[] = [
+    // 72 columns: one partly used 32-column block; 8 segments; every width
+    { n: 72, k: 256, layouts: LAYOUTS, rows: { cpu: [1, 2, 3, 4, 5, 9], cuda: [1, 2, 3, 4, 5, 9], 'cuda-mma': [1, 9, 17, 70] } },
+    // 200 columns: a second grid block of the tensor-core kernel, three of its four warps
+    // with columns; 1088 rows, 34 segments: the decode kernel's 16 warps take segments s
+    // and s + 16 together, and a second round; 70 rows: a second tile of 64 rows
+    { n: 200, k: 1088, layouts: [LAYOUTS[1]!, LAYOUTS[3]!], rows: { cpu: [1, 5], cuda: [1, 9], 'cuda-mma': [17, 70] } },
+  ];
+  const kindOf = (isa: string): Kernel => (isa === 'cuda' || isa === 'cuda-mma' ? isa : 'cpu');
+  const layerArrays = (t: Exl2Tensors, n: number, k: number) => ({ qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n, k });
+
+  /** w[c][j]: column c, stored row j, as the kernels define it: (q - z) * fp16((s + 1)^2 * m). */
+  function kernelWeights(layer: Exl2Codes): number[][] {
+    const n = layer.outFeatures;
+    const w: number[][] = [];
+    for (let c = 0; c < n; c++) {
+      w.push([]);
+      let row = 0;
+      layer.groups.forEach((g, gi) => {
+        const m = fp16(layer.scaleMax[gi]! / 256), z = 2 ** (g.bits - 1);
+        const scale = fp16((layer.scaleCodes[gi * n + c]! + 1) ** 2 * m);
+        for (let j = row; j < row + g.rows; j++) w[c]!.push((layer.codes[j * n + c]! - z) * scale);
+        row += g.rows;
+      });
+    }
+    return w;
+  }
+
+  function checkProducts(isa: string, addon: NativeAddon) {
+    for (const [si, { n, k, layouts, rows }] of SHAPES.entries())
+      for (const [li, parts] of layouts.entries()) {
+        const layer = randomLayer(n, k, layoutGroups(k, parts, 64), 700 + 10 * si + li);
+        const tensors = layerArrays(packExl2(layer), n, k);
+        const w = kernelWeights(layer);
+        const r = rng(900 + 10 * si + li);
+        for (const m of rows[kindOf(isa)]) {
+          // a few large inputs, and one row of zeros
+          const x = Float32Array.from({ length: m * k }, (_, i) => (m > 2 && Math.floor(i / k) === 1 ? 0 : ((r(2001) - 1000) / 1000) * (r(20) === 0 ? 30 : 1)));
+          const out = addon.exl2Matmul(tensors, x, m, isa);
+          for (let row = 0; row < m; row++) {
+            // the rounding: each input within half a step of its segment's scale
+            const xs: number[] = [];
+            let j0 = 0;
+            out.segmentRows.forEach((segmentRows, s) => {
+              const d = out.scale[row * out.segmentRows.length + s]!;
+              let amax = 0;
+              for (let j = j0; j < j0 + segmentRows; j++) amax = Math.max(amax, Math.abs(x[row * k + layer.perm[j]!]!));
+              expect(d).toBe(Math.fround(amax / 127));
+              for (let j = j0; j < j0 + segmentRows; j++) {
+                const q = out.xq[row * k + j]!;
+                expect(Math.abs(q * d - x[row * k + layer.perm[j]!]!)).toBeLessThanOrEqual(d * 0.5001);
+                xs.push(q * d);
+              }
+              j0 += segmentRows;
+            });
+            for (let c = 0; c < n; c++) {
+              let want = 0, size = 0;
+              for (let j = 0; j < k; j++) {
+                want += w[c]![j]! * xs[j]!;
+                size += Math.abs(w[c]![j]! * xs[j]!);
+              }
+              expect(Math.abs(out.y[row * n + c]! - want), `${n} x ${k}, layout ${li}, ${m} rows, row ${row}, column ${c}`).toBeLessThanOrEqual(1e-5 * size);
             }
-            j0 += rows;
-          });
-          for (let c = 0; c < n; c++) {
-            let want = 0, size = 0;
-            for (let j = 0; j < k; j++) {
-              want += w[c]![j]! * xs[j]!;
-              size += Math.abs(w[c]![j]! * xs[j]!);
-            }
-            expect(Math.abs(out.y[row * n + c]! - want), `layout ${li}, ${m} rows, row ${row}, column ${c}`).toBeLessThanOrEqual(1e-5 * size);
           }
         }
       }
-    }
+  }
+
+  it.each(cpuInfo().isas)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa) => checkProducts(isa, native()));
+  it.skipIf(cuda.skip !== '').each(['cuda', 'cuda-mma'])(`compute their int8 products exactly: every width, 1 to 70 rows (%s)${cuda.skip}`, (isa) => checkProducts(isa, cuda.need()));
+
+  // Inputs whose every float step is exact, so that each kernel's output is its integer sums
+  // to the last bit: segment scales 2^e (each segment's largest input is 127 * 2^e, the others
+  // integers and halves times 2^e: the halves are ties, rounded to even), group maxima 1
+  // (m = 2^-8) and scale codes 0 or 1, and every partial sum a multiple of 2^-9 below 2^15
+  // in magnitude (checked), where float32 is exact.
+  function exactCase(isa: string) {
+    const { n, k } = SHAPES[1]!;
+    const segments = k / 32;
+    const rows = kindOf(isa) === 'cuda-mma' ? 17 : kindOf(isa) === 'cuda' ? 9 : 5;
+    const r = rng(4242);
+    const layer = randomLayer(n, k, layoutGroups(k, [[0.25, 8], [0.25, 6], [0.25, 4], [0.25, 2]], 64), 4243);
+    layer.scaleMax.fill(1);
+    layer.scaleCodes.forEach((_, i) => (layer.scaleCodes[i] = r(2)));
+    const x = new Float32Array(rows * k);
+    const xq = new Int8Array(rows * k); // stored-row order
+    const scales = new Float32Array(rows * segments);
+    const evenRound = (v: number) => (Math.abs(v % 1) === 0.5 ? 2 * Math.round(v / 2) : Math.round(v));
+    for (let row = 0; row < rows; row++)
+      for (let s = 0; s < segments; s++) {
+        const e = r(2) - 1, top = 32 * s + r(32);
+        scales[row * segments + s] = row === 1 ? 0 : 2 ** e; // row 1: all zeros
+        for (let j = 32 * s; j < 32 * s + 32; j++) {
+          const v = row === 1 ? 0 : j === top ? (r(2) ? 127 : -127) : (r(61) - 30) / 2;
+          x[row * k + layer.perm[j]!] = v * 2 ** e;
+          xq[row * k + j] = evenRound(v);
+        }
+      }
+    const w = kernelWeights(layer);
+    const want = new Float64Array(rows * n);
+    for (let row = 0; row < rows; row++)
+      for (let c = 0; c < n; c++) {
+        let total = 0, size = 0;
+        for (let j = 0; j < k; j++) {
+          const term = w[c]![j]! * xq[row * k + j]! * scales[row * segments + Math.floor(j / 32)]!;
+          total += term;
+          size += Math.abs(term);
+        }
+        expect(size, 'partial sums exact in float32').toBeLessThan(2 ** 15);
+        want[row * n + c] = total;
+      }
+    return { layer: layerArrays(packExl2(layer), n, k), x, rows, xq, scales, want };
+  }
+
+  function expectExact(isa: string, addon: NativeAddon) {
+    const c = exactCase(isa);
+    const out = addon.exl2Matmul(c.layer, c.x, c.rows, isa);
+    expect(Array.from(out.scale)).toEqual(Array.from(c.scales));
+    expect(Array.from(out.xq)).toEqual(Array.from(c.xq));
+    for (let i = 0; i < c.want.length; i++) if (out.y[i] !== c.want[i]) expect(out.y[i], `${isa}: row ${Math.floor(i / c.layer.n)}, column ${i % c.layer.n}`).toBe(c.want[i]);
+    return { case: c, out };
+  }
+
+  it.each(cpuInfo().isas)('give the exact integer sums where every float step is exact (%s)', (isa) => {
+    expectExact(isa, native());
+  });
+
+  // The README's promise: the GPU kernels' integer sums are the CPU kernels'. Compared
+  // directly, output for output, on the inputs above (and so also with the exact values).
+  it.skipIf(cuda.skip !== '').each(['cuda', 'cuda-mma'])(`give the CPU kernels' integer sums, bit for bit (%s)${cuda.skip}`, (isa) => {
+    const gpu = expectExact(isa, cuda.need());
+    const cpu = native().exl2Matmul(gpu.case.layer, gpu.case.x, gpu.case.rows, cpuInfo().best);
+    expect(Array.from(gpu.out.xq)).toEqual(Array.from(cpu.xq));
+    expect(Array.from(gpu.out.scale)).toEqual(Array.from(cpu.scale));
+    for (let i = 0; i < cpu.y.length; i++) if (gpu.out.y[i] !== cpu.y[i]) expect(gpu.out.y[i], `${isa} against the CPU: output ${i}`).toBe(cpu.y[i]);
   });
 
   it('exl2Matmul checks its arguments', () => {
     const t = packExl2(randomLayer(8, 32, [{ bits: 4, rows: 32 }], 1));
-    const tensors = { qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n: 8, k: 32 };
+    const tensors = layerArrays(t, 8, 32);
     expect(() => native().exl2Matmul(tensors, new Float32Array(31), 1, 'scalar')).toThrow(/m \* k/);
     expect(() => native().exl2Matmul({ ...tensors, qScale: new Float32Array(4) as never }, new Float32Array(32), 1, 'scalar')).toThrow(/qScale has the wrong array type/);
     expect(() => native().exl2Matmul({ ...tensors, qGroups: Int16Array.of(7, 0) }, new Float32Array(32), 1, 'scalar')).toThrow(/width 7/);
@@ -244,12 +330,14 @@ describe('the kernels', () => {
 });
 
 describe('the trained model, quantized', () => {
-  it('4-bit round-to-nearest with mixed groups runs close to its exported fp16 checkpoint', async () => {
+  // 4-bit round-to-nearest with mixed groups (and the 8/6-bit head), and its fp16 export
+  let dir = '', exported = '';
+  beforeAll(async () => {
     const demo = join(import.meta.dirname, '../models/tiny-mistral-bf16');
     const { readSafetensors } = await import('./helpers/safetensors-read.js');
     const tensors = readSafetensors(join(demo, 'model.safetensors')).tensors;
     const ckpt = { dir: demo, tensors: new Map([...tensors].map(([k, v]) => [k, { shape: v.shape, values: v.values }])), config: {}, spec: {} } as unknown as TinyCheckpoint;
-    const dir = fresh();
+    dir = fresh();
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(demo, f), join(dir, f));
     const { readFileSync } = await import('node:fs');
     ckpt.config = JSON.parse(readFileSync(join(demo, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -258,8 +346,11 @@ describe('the trained model, quantized', () => {
     );
     // a stale index copied from the source model names files that are not there
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.norm.weight': 'model-00001-of-00002.safetensors' } }));
-    const exported = join(fresh(), 'fp16');
+    exported = join(fresh(), 'fp16');
     await exportModel(dir, exported, { dtype: 'float16' });
+  });
+
+  it('4-bit round-to-nearest with mixed groups runs close to its exported fp16 checkpoint', async () => {
     await using q = await loadModel(dir);
     await using f = await loadModel(exported);
     const prompt = q.tokenize('The function');
@@ -270,15 +361,20 @@ describe('the trained model, quantized', () => {
     expect(worst).toBeLessThan(0.05);
     const text = await q.generate('The function', { maxTokens: 16, stopAtEos: false });
     expect(text.tokens.length).toBe(16);
+  });
 
-    // The CUDA engine (a GPU, or the simulator build) on the same EXL2 files. Its integer
-    // sums are the CPU's, but its float epilogue and fp16 KV cache move some activations
-    // across an int8 rounding boundary, and from there the two runs round independently: so
-    // each is held to the exported fp16 model, the GPU within twice the CPU's distance. A
-    // prompt of more than 8 tokens takes the tensor-core kernel, each decode step dp4a.
-    if (!cuda.addon) return;
+  // The CUDA engine (a GPU, or the simulator build) on the same EXL2 files. Its integer
+  // sums are the CPU's, but its float epilogue and fp16 KV cache move some activations
+  // across an int8 rounding boundary, and from there the two runs round independently: so
+  // each is held to the exported fp16 model, the GPU within twice the CPU's distance. A
+  // prompt of more than 8 tokens takes the tensor-core kernel, each decode step dp4a.
+  it.skipIf(cuda.skip !== '')(`on the CUDA engine, as close to the fp16 checkpoint as the CPU engine${cuda.skip}`, async () => {
+    cuda.need();
+    await using q = await loadModel(dir, { device: 'cpu' });
+    await using f = await loadModel(exported, { device: 'cpu' });
     await using g = await loadModel(dir, { device: 'cuda' });
     expect(g.info.device).toBe('cuda');
+    const prompt = q.tokenize('The function');
     const long = [...prompt, ...q.tokenize(' returns the sum of its arguments')];
     expect(long.length).toBeGreaterThan(8);
     const run = async (m: typeof q, tokens: number[]) => {
@@ -304,18 +400,16 @@ describe('malformed layers', () => {
   beforeAll(async () => {
     base = await writeTinyCheckpoint(fresh(), { hidden: 64, intermediate: 96, layers: 1, heads: 2, kvHeads: 1, vocab: 40, dtype: 'F16', seed: 7 });
   });
-  it.each<[string, (t: Exl2Tensors) => void, RegExp]>([
-    ['widths out of order', (t) => t.q_groups.data.set([4, 0, 8, 4]), /widths must come in the order/],
-    ['a width that is not allowed', (t) => { t.q_groups.data[0] = 7; }, /width 7/],
-    ['groups that do not cover the rows', (t) => { t.q_groups.data[t.q_groups.data.length - 1] = t.q_weight.shape[0] - 1; }, /groups cover|not ordered|whole number/],
-    ['a permutation with a repeat', (t) => { t.q_invperm.data[1] = t.q_invperm.data[0]!; }, /not a permutation/],
-  ])('%s', async (_name, mutate, pattern) => {
+  const UP = 'model.layers.0.mlp.up_proj';
+
+  /** An EXL2 model (groups of 32 rows: up_proj has one of 8 bits, then one of 4) whose up_proj
+   * tensors are changed by `mutate` and stored with the dtypes of `dtypes` (same bytes). */
+  async function malformed(mutate: (t: Exl2Tensors) => void, dtypes: Partial<Record<keyof Exl2Tensors, string>> = {}): Promise<string> {
     const dir = fresh();
     writeExl2(dir, base, (name, w, n, k) => quantizeRtn(w, n, k, layoutGroups(k, [[0.5, 8], [0.5, 4]])));
-    // rewrite the up_proj tensors with the mutation
     const { readSafetensors } = await import('./helpers/safetensors-read.js');
     const file = readSafetensors(join(dir, 'output.safetensors'));
-    const get = (suffix: string) => file.tensors.get(`model.layers.0.mlp.up_proj.${suffix}`)!;
+    const get = (suffix: string) => file.tensors.get(`${UP}.${suffix}`)!;
     const view = <T extends Int16Array | Int32Array | Uint32Array>(C: { new (b: ArrayBuffer): T }, suffix: string) => new C(new Uint8Array(get(suffix).bytes).buffer);
     const t = {
       q_weight: { shape: get('q_weight').shape as [number, number], data: view(Uint32Array, 'q_weight') },
@@ -326,14 +420,76 @@ describe('malformed layers', () => {
     } satisfies Exl2Tensors;
     mutate(t);
     const rewritten = [...file.tensors].map(([name, v]) => {
-      const part = /up_proj\.(q_\w+)$/.exec(name)?.[1] as keyof Exl2Tensors | undefined;
-      return { name, dtype: v.dtype, shape: v.shape, data: part ? bytes(t[part].data) : new Uint8Array(v.bytes) };
+      const part = name.startsWith(`${UP}.`) ? (name.slice(UP.length + 1) as keyof Exl2Tensors) : undefined;
+      return { name, dtype: (part && dtypes[part]) ?? v.dtype, shape: v.shape, data: part ? bytes(t[part].data) : new Uint8Array(v.bytes) };
     });
     writeSafetensors(join(dir, 'output.safetensors'), rewritten);
-    const err = await loadModel(dir).then((m) => (m.dispose(), null), (e: unknown) => e as Error);
-    expect(err).toBeInstanceOf(Error);
-    expect(err!.message).toMatch(pattern);
-    expect(err!.message).toContain('model.layers.0.mlp.up_proj.q_');
-    await expect(exportModel(dir, join(fresh(), 'x'))).rejects.toThrow(pattern);
+    return dir;
+  }
+
+  /** The errors of loading and of exporting the model in `dir`. */
+  async function failures(dir: string): Promise<Error[]> {
+    const load = await loadModel(dir).then((m) => (m.dispose(), null), (e: unknown) => e as Error);
+    const exported = await exportModel(dir, join(fresh(), 'x')).then(() => null, (e: unknown) => e as Error);
+    return [load, exported].map((err, i) => {
+      expect(err, i === 0 ? 'loadModel' : 'exportModel').toBeInstanceOf(Error);
+      return err!;
+    });
+  }
+
+  const fp16Bits = (v: number) => new Uint16Array(encode([v], 'F16').buffer)[0]!;
+  it.each<[string, (t: Exl2Tensors) => void, RegExp]>([
+    ['widths out of order', (t) => t.q_groups.data.set([4, 0, 8, 4]), /q_groups': .*widths must come in the order/],
+    ['a width that is not allowed', (t) => { t.q_groups.data[0] = 7; }, /q_groups': .*width 7/],
+    ['groups that do not cover the rows', (t) => { t.q_groups.data[t.q_groups.data.length - 1] = t.q_weight.shape[0] - 1; }, /q_groups': .*(groups cover|not ordered|whole number)/],
+    ['a permutation with a repeat', (t) => { t.q_invperm.data[1] = t.q_invperm.data[0]!; }, /q_invperm': .*not a permutation/],
+    // a group maximum that would make every logit NaN, or flip the group's weights
+    ['a NaN maximum scale', (t) => { t.q_scale_max.data[1] = 0x7e00; }, /q_scale_max': group 1 has maximum scale nan; it must be a finite number, not negative/],
+    ['an infinite maximum scale', (t) => { t.q_scale_max.data[1] = 0x7c00; }, /q_scale_max': group 1 has maximum scale inf; /],
+    ['a maximum scale of minus infinity', (t) => { t.q_scale_max.data[0] = 0xfc00; }, /q_scale_max': group 0 has maximum scale -inf; /],
+    ['a negative maximum scale', (t) => { t.q_scale_max.data[1] = fp16Bits(-0.01); }, /q_scale_max': group 1 has maximum scale -0\.01000\d*; /],
+  ])('%s: an Error naming the file and tensor, at load and at export', async (_name, mutate, pattern) => {
+    const dir = await malformed(mutate);
+    for (const err of await failures(dir)) {
+      expect(err.message).toMatch(pattern);
+      expect(err.message).toContain(`${join(dir, 'output.safetensors')}: tensor '${UP}.q_`);
+    }
+  });
+
+  // ExLlamaV2 stores fp16(M * p): for a group of zero weights M is about 1e-12, and fp16 0.
+  it('a zero maximum scale, as the converter writes for a group of zeros, loads: that group decodes to zeros', async () => {
+    const dir = await malformed((t) => { t.q_scale_max.data[1] = 0; });
+    await using model = await loadModel(dir);
+    expect(Array.from(await model.forward([1, 2, 3])).every(Number.isFinite)).toBe(true);
+    const out = join(fresh(), 'f32');
+    await exportModel(dir, out, { dtype: 'float32' });
+    const up = readModelTensors(out, readdirSync(out).filter((f) => f.endsWith('.safetensors'))).get(`${UP}.weight`)!;
+    // identity permutation: group 1 holds input channels 32..63 of every output
+    const [n, k] = up.shape as [number, number];
+    for (let o = 0; o < n; o++) for (let i = 32; i < k; i++) expect(Math.abs(up.values[o * k + i]!), `[${o}, ${i}]`).toBe(0);
+    expect(up.values.some((v) => v !== 0)).toBe(true);
+  });
+
+  // Every dtype a safetensors header can give: the error names the file, the tensor, the
+  // dtype found and the one expected, including dtypes the engine does not read at all.
+  it.each<[keyof Exl2Tensors, string, string]>([
+    ['q_groups', 'U16', 'I16'],
+    ['q_scale_max', 'BF16', 'F16'],
+    ['q_weight', 'F32', 'I32'],
+    ['q_scale', 'U32', 'I32'],
+    ['q_invperm', 'F32', 'I32 or I16'],
+  ])('%s stored as %s: an Error naming the file, the tensor and the dtypes', async (part, dtype, expected) => {
+    const dir = await malformed(() => undefined, { [part]: dtype });
+    for (const err of await failures(dir))
+      expect(err.message).toBe(`${join(dir, 'output.safetensors')}: tensor '${UP}.${part}': has dtype ${dtype}; an EXL2 ${part} must be ${expected}`);
+  });
+
+  it('the engine names the file and tensor of a dtype it does not read, when handed one directly', async () => {
+    const dir = await malformed(() => undefined);
+    const source = await readSource(dir);
+    const spec = resolvePlan(source.config, source.checkpoint, source.plan, { isa: 'auto', threads: 1, contextSize: 16, kvCacheTokens: 16, kvPageSize: 16 });
+    const i = spec.tensors.findIndex((t) => t.name === `${UP}.q_groups`);
+    spec.tensors[i] = { ...spec.tensors[i]!, dtype: 'U16' as never };
+    expect(() => new (native().Engine)({ ...spec, device: 'cpu' })).toThrow(`${join(dir, 'output.safetensors')}: tensor '${UP}.q_groups': unsupported dtype 'U16'`);
   });
 });

@@ -4,7 +4,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { cpuInfo, loadModel } from '../lib/index.js';
+import { cpuInfo, loadModel, type Isa } from '../lib/index.js';
+import { writeNeedleCheckpoint } from './helpers/attention-needles.js';
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint, type TinySpec } from './helpers/checkpoint.js';
 import { referenceLogits } from './helpers/reference.js';
 
@@ -76,6 +77,48 @@ describe.each(CASES)('%s', (_name, spec) => {
       const row = ref[tokens.length - 1 + i]!;
       const best = Math.max(...row);
       expect(best - row[generated[i]!]!, `step ${i}`).toBeLessThanOrEqual(LOGIT_TOLERANCE * Math.max(1, best) * 2);
+    }
+  });
+});
+
+// Attention that rests on a few keys: two "needles" at positions 255 and 511, the last
+// position of each block of 256 (the CUDA engine's split-KV blocks, test/gpu.test.ts) and
+// of each tile of 32 keys, hold all but about 1e-6 of every later query's weight. The CPU
+// engine matches the float64 reference there, and the case is sharp: a run that loses
+// either needle (here: the needle token replaced) moves the logits by at least 10% of the
+// largest (measured: 22% to 180%), ten thousand times LOGIT_TOLERANCE.
+describe('attention resting on keys at the ends of blocks of 256 positions', () => {
+  let needles: Awaited<ReturnType<typeof writeNeedleCheckpoint>>;
+  beforeAll(async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    needles = await writeNeedleCheckpoint(dir, 512, [255, 511]);
+  });
+  const steps = [600, 601, 602];
+  async function run(isa: Isa, prompt: number[]): Promise<Float32Array[]> {
+    await using model = await loadModel(needles.ckpt.dir, { isa, threads: 2 });
+    const seq = model.createSequence();
+    const out = await model.step([{ sequence: seq, tokens: prompt, logits: 'all' }]);
+    for (const t of steps) out.push(...(await model.step([{ sequence: seq, tokens: [needles.filler(t)] }])));
+    seq.dispose();
+    return out;
+  }
+
+  it.each(isas)('logits match the float64 reference, prompt and decode (%s)', async (isa) => {
+    const { ckpt, prompt, filler } = needles;
+    const want = referenceLogits(ckpt, [...prompt, ...steps.map(filler)]);
+    const got = await run(isa, prompt);
+    const vocab = ckpt.spec.vocab;
+    for (let p = 0; p < prompt.length; p++) expect(maxRelativeError(got[0]!.subarray(p * vocab, (p + 1) * vocab), want[p]!), `position ${p}`).toBeLessThan(LOGIT_TOLERANCE);
+    for (let i = 1; i < got.length; i++) expect(maxRelativeError(got[i]!, want[prompt.length - 1 + i]!), `decode step ${i}`).toBeLessThan(LOGIT_TOLERANCE);
+  });
+
+  it('each needle matters: without either one, every decode step moves by over 10% of the largest logit', async () => {
+    const { prompt, filler } = needles;
+    const base = await run(cpuInfo().best, prompt);
+    for (const drop of [255, 511]) {
+      const without = await run(cpuInfo().best, prompt.map((t, i) => (i === drop ? filler(i) : t)));
+      for (let i = 1; i < base.length; i++) expect(maxRelativeError(without[i]!, Float64Array.from(base[i]!)), `needle at ${drop} replaced, decode step ${i}`).toBeGreaterThan(0.1);
     }
   });
 });

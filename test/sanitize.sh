@@ -10,7 +10,8 @@ runtime() { "${CXX:-g++}" -print-file-name="$1"; }
 export LD_PRELOAD="$(runtime libasan.so) $(runtime libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LAMINATE_CUDA_ADDON=build-sanitize/Release/laminate.node
-# the build must load (the GPU suites would otherwise skip)
+# the build must load, and the GPU suites must run on it (they fail instead of skipping)
 node -e "require('./$LAMINATE_CUDA_ADDON').cudaInfo()"
+export LAMINATE_REQUIRE_SIM=1
 # the sanitizers make the simulator about eight times slower: the tests get ten minutes each
 npx vitest run --testTimeout 600000 test/gpu.test.ts test/exl2.test.ts

@@ -1,6 +1,6 @@
 // EXL2 (ExLlamaV2) layers: the writer that packs codes, scales, group table and
 // permutation into the stored tensors, and round-to-nearest quantization to make them.
-// Reading is done by the engine (native/engine/exl2_loader.cc) from the mapped files.
+// Reading is done by the engine (native/exl2/loader.cc) from the mapped files.
 import { roundFloat16, toFloat16Bits } from './float16.js';
 
 /** Allowed widths, in the order groups must come along the stored rows. */
@@ -34,6 +34,22 @@ export interface Exl2Tensors {
   q_scale: { shape: [number, number]; data: Uint32Array };
   q_scale_max: { shape: [number]; data: Uint16Array };
   q_groups: { shape: [number]; data: Int16Array };
+}
+
+/** The dtypes each stored tensor of a layer may have, as ExLlamaV2's loader takes them
+ * (it casts q_invperm to int16, so I16 loads as well as the I32 the converter writes). */
+export const EXL2_TENSOR_DTYPES: Readonly<Record<keyof Exl2Tensors, readonly string[]>> = {
+  q_weight: ['I32'],
+  q_invperm: ['I32', 'I16'],
+  q_scale: ['I32'],
+  q_scale_max: ['F16'],
+  q_groups: ['I16'],
+};
+
+/** Why a stored tensor `<key>.<part>` of dtype `dtype` cannot be an EXL2 layer's, or null. */
+export function exl2DtypeProblem(part: keyof Exl2Tensors, dtype: string): string | null {
+  const allowed = EXL2_TENSOR_DTYPES[part];
+  return allowed.includes(dtype) ? null : `has dtype ${dtype}; an EXL2 ${part} must be ${allowed.join(' or ')}`;
 }
 
 function chunkRows(bits: number): number {

@@ -25,6 +25,15 @@ export interface TensorNames {
   layer(index: number): LayerTensorNames;
 }
 
+const LAYER_PREFIX = 'model.layers.';
+
+/** The decoder layer a stored tensor belongs to (`model.layers.<i>.…`), or null. */
+export function layerOfTensor(name: string): number | null {
+  if (!name.startsWith(LAYER_PREFIX)) return null;
+  const digits = /^\d+(?=\.)/.exec(name.slice(LAYER_PREFIX.length))?.[0];
+  return digits === undefined ? null : Number(digits);
+}
+
 export function tensorNames(config: ModelConfig): TensorNames {
   const bias = config.attentionBias;
   return {
@@ -32,7 +41,7 @@ export function tensorNames(config: ModelConfig): TensorNames {
     finalNorm: 'model.norm.weight',
     lmHead: config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
     layer(i) {
-      const p = `model.layers.${i}.`;
+      const p = `${LAYER_PREFIX}${i}.`;
       return {
         inputNorm: `${p}input_layernorm.weight`,
         postAttentionNorm: `${p}post_attention_layernorm.weight`,

@@ -4,7 +4,7 @@
 import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-import { abortError } from '../errors.js';
+import { abortError, FormatError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import type { SchedulerOptions } from '../generate/scheduler.js';
 import { abortFlag, cudaAddon, native, packageRoot, type NativeEngine, type NativeModelSpec } from '../native.js';
@@ -12,6 +12,7 @@ import { cudaInfo, type CudaInfo, type Isa } from '../system.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { MergeConfig } from '../merge/config.js';
 import { isMergeConfig, planVirtualMerge } from '../merge/virtual.js';
+import { layerOfTensor } from './architecture.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { readConfig, type ModelConfig } from './config.js';
 import { Model } from './model.js';
@@ -105,6 +106,21 @@ export interface ModelSource {
   tokenizerDir: string;
 }
 
+/**
+ * Stored decoder layers past config.json's num_hidden_layers are an error, not a silently
+ * shorter model. (Fewer stored layers than it says fail in resolvePlan, as missing tensors.)
+ */
+function checkLayerCount(config: ModelConfig, checkpoint: Checkpoint, configFile: string): void {
+  const extra = [...checkpoint.tensors.keys()]
+    .map((name) => ({ name, layer: layerOfTensor(name) ?? -1 }))
+    .filter((t) => t.layer >= config.numHiddenLayers)
+    .sort((a, b) => a.layer - b.layer || (a.name < b.name ? -1 : 1));
+  const first = extra[0];
+  if (!first) return;
+  const file = checkpoint.files[checkpoint.tensors.get(first.name)!.file]!.path;
+  throw new FormatError(configFile, `num_hidden_layers is ${config.numHiddenLayers}, but ${file} stores layer ${first.layer} (tensor '${first.name}')`);
+}
+
 export async function readSource(source: string | MergeConfig): Promise<ModelSource> {
   if (isMergeConfig(source)) {
     const v = await planVirtualMerge(source);
@@ -114,6 +130,7 @@ export async function readSource(source: string | MergeConfig): Promise<ModelSou
   const config = await readConfig(dir);
   for (const t of await generationEos(dir)) if (!config.eosTokenIds.includes(t)) config.eosTokenIds.push(t);
   const checkpoint = await readCheckpoint(dir, { scanAll: config.quantization?.method === 'exl2' });
+  checkLayerCount(config, checkpoint, join(dir, 'config.json'));
   const rawConfig = (await readJsonObject(join(dir, 'config.json')))!;
   return { dir, config, rawConfig, checkpoint, plan: checkpointPlan(config), tokenizerDir: dir };
 }

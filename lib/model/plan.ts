@@ -2,6 +2,7 @@
 // checkpoint, a virtual merge or a quant differ only in how this plan is built; the
 // engine receives the plan with every tensor resolved to (file, offset, dtype, shape).
 import { FormatError } from '../errors.js';
+import { exl2DtypeProblem, type Exl2Tensors } from '../formats/exl2.js';
 import type { NativeLayer, NativeLinear, NativeModelSpec, NativeTensor } from '../native.js';
 import { expectedShapes, tensorNames, type LayerTensorNames } from './architecture.js';
 import type { Checkpoint, CheckpointTensor } from './checkpoint.js';
@@ -62,14 +63,23 @@ export function resolvePlan(config: ModelConfig, checkpoint: Checkpoint, plan: L
       throw new FormatError(path, `shape [${t.shape.join(', ')}] does not match config.json, which implies [${want.join(', ')}]`, name);
     return add(name, t);
   };
-  // A raw tensor of an EXL2 layer: the engine checks its shape, dtype and contents.
-  const useRaw = (name: string, role: string): number => indexOf.get(name) ?? add(name, checkpoint.tensors.get(name) ?? missing(name, role));
+  // A stored tensor of an EXL2 layer, `<key>.q_weight` etc., in its dtype: the engine checks
+  // its shape and contents.
+  const useExl2 = (key: string, part: keyof Exl2Tensors, role: string): number => {
+    const name = `${key}.${part}`;
+    const known = indexOf.get(name);
+    if (known !== undefined) return known;
+    const t = checkpoint.tensors.get(name) ?? missing(name, role);
+    const problem = exl2DtypeProblem(part, t.dtype);
+    if (problem) throw new FormatError(checkpoint.files[t.file]!.path, problem, name);
+    return add(name, t);
+  };
   // A linear layer: EXL2 when `<key>.q_weight` is stored (as ExLlamaV2 decides), else dense.
   const linear = (name: string, role: keyof typeof shapes, bias?: string): NativeLinear => {
     const key = name.replace(/\.weight$/, '');
     const b = bias !== undefined ? { bias: use(bias, `${role}Bias` as keyof typeof shapes) } : {};
     if (checkpoint.tensors.has(`${key}.q_weight`)) {
-      const part = (suffix: string) => useRaw(`${key}.${suffix}`, `${role} (EXL2)`);
+      const part = (suffix: keyof Exl2Tensors) => useExl2(key, suffix, `${role} (EXL2)`);
       return { qWeight: part('q_weight'), qInvperm: part('q_invperm'), qScale: part('q_scale'), qScaleMax: part('q_scale_max'), qGroups: part('q_groups'), ...b };
     }
     return bias !== undefined ? { weight: use(name, role), ...b } : use(name, role);

@@ -75,7 +75,8 @@ ModelSpec parse_spec(const Napi::Object& js) {
     ts.file = static_cast<int>(int_field(t, "file", tw, 0, static_cast<int64_t>(spec.files.size()) - 1));
     ts.offset = static_cast<uint64_t>(int_field(t, "offset", tw, 0, kMaxSafeInteger));
     ts.bytes = static_cast<uint64_t>(int_field(t, "bytes", tw, 0, kMaxSafeInteger));
-    ts.dtype = dtype_from_name(string_field(t, "dtype", tw), tw);
+    // the dtype comes from the file's header: an error names the file and the tensor
+    ts.dtype = dtype_from_name(string_field(t, "dtype", tw), spec.files[ts.file] + ": tensor '" + ts.name + "'");
     Napi::Array shape = array_field(t, "shape", tw);
     if (shape.Length() > 8) throw Error(tw + ": too many dimensions");
     for (uint32_t d = 0; d < shape.Length(); d++)

@@ -62,7 +62,7 @@ inline DType dtype_from_name(const std::string& s, const std::string& where) {
   if (s == "BF16") return DType::BF16;
   if (s == "I32") return DType::I32;
   if (s == "I16") return DType::I16;
-  throw Error(where + ": unsupported dtype '" + s + "'");
+  throw Error(where + ": unsupported dtype '" + s + "' (laminate reads F32, F16, BF16, I32 and I16)");
 }
 
 // An optional Int32Array over a SharedArrayBuffer: element 0 set to non-zero asks a running

@@ -1,6 +1,8 @@
 #include "loader.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <initializer_list>
 
@@ -77,8 +79,17 @@ Exl2View load_exl2(const RawTensor& qw, const RawTensor& inv, const RawTensor& q
     if (j < 0 || j >= k || v.perm[j] >= 0) fail(inv, "is not a permutation of 0.." + std::to_string(k - 1) + " (entry " + std::to_string(i) + ")");
     v.perm[j] = static_cast<int32_t>(i);
   }
+  // Each group's maximum scale: the converter stores fp16(M * p) for the group's largest
+  // column scale M > 0 and a factor p in [0.7, 1.2], so a finite number, not negative (0 when
+  // the group's weights are all zero). NaN or an infinity would make every output NaN, and a
+  // negative one would flip the sign of the group's weights.
   for (int64_t g = 0; g < groups; g++) {
     const float max = load_as_f32(qm.data, DType::F16, g);
+    if (!std::isfinite(max) || max < 0.0f) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", static_cast<double>(max));
+      fail(qm, "group " + std::to_string(g) + " has maximum scale " + value + "; it must be a finite number, not negative");
+    }
     const float m = round_to_f16(max / 256.0f);
     for (int s = 0; s < 16; s++) v.scale_table.push_back(round_to_f16(static_cast<float>((s + 1) * (s + 1)) * m));
   }

@@ -1,7 +1,7 @@
 // Turning the five stored tensors of an EXL2 layer into the view the kernels use, after
 // checking everything the kernels rely on: dtypes, shapes, the group table (widths 8, 6,
-// 5, 4, 3, 2 in that order, increasing qrows, whole chunks, rows adding up to in_features)
-// and the permutation.
+// 5, 4, 3, 2 in that order, increasing qrows, whole chunks, rows adding up to in_features),
+// the permutation and the groups' maximum scales (finite, not negative).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +18,9 @@ struct RawTensor {
   std::vector<int64_t> shape;
   std::string where;  // "file: tensor 'name'", for errors
 };
+
+// The stored tensors of an EXL2 layer `<key>.<name>`, in the order load_exl2 takes them.
+constexpr const char* kExl2TensorNames[5] = {"q_weight", "q_invperm", "q_scale", "q_scale_max", "q_groups"};
 
 // n: out_features, k: in_features. Throws Error naming the tensor and the problem.
 Exl2View load_exl2(const RawTensor& q_weight, const RawTensor& q_invperm, const RawTensor& q_scale,

@@ -344,11 +344,16 @@ class TensorMerger {
     });
   }
 
-  // The exact dequantized weight of an EXL2 layer, as [out_features, in_features].
+  // The exact dequantized weight of an EXL2 layer, as [out_features, in_features]; its inputs
+  // are the layer's stored tensors `<key>.q_weight` etc. for the output `<key>.weight`.
   void exl2_dequantize_tensor() {
+    const std::string suffix = ".weight";
+    const bool named = t_.name.size() > suffix.size() && t_.name.compare(t_.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    const std::string key = named ? t_.name.substr(0, t_.name.size() - suffix.size()) : t_.name;
     auto raw = [&](int i) {
       const MergeInput& in = t_.inputs[i];
-      return RawTensor{files_[in.file]->data() + in.offset, in.dtype, in.shape, files_[in.file]->path() + ": " + t_.name};
+      return RawTensor{files_[in.file]->data() + in.offset, in.dtype, in.shape,
+                       files_[in.file]->path() + ": tensor '" + key + "." + kExl2TensorNames[i] + "'"};
     };
     const int64_t n = t_.shape[0], k = t_.shape[1];
     const Exl2View view = load_exl2(raw(0), raw(1), raw(2), raw(3), raw(4), n, k);
