@@ -1,18 +1,16 @@
 // Where a merge writes: paths it refuses, one merge per output at a time, and what a merge
 // killed at any moment leaves behind (and the next merge into that output cleans up).
 // Killed merges run in child processes that load lib/ from its TypeScript sources.
-import { spawn, type ChildProcess } from 'node:child_process';
+// (exportModel and quantize write through the same code: test/output-safety.test.ts.)
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { merge, type MergeConfig } from '../lib/index.js';
-import { checkNotProtected } from '../lib/merge/output.js';
+import { checkNotProtected } from '../lib/formats/output.js';
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
-import { projectRoot } from './helpers/fixtures.js';
+import { childRunner, kill, type ChildRunner } from './helpers/killable.js';
 
 const dirs: string[] = [];
 const fresh = () => {
@@ -31,49 +29,7 @@ const copies = new Map<TinyCheckpoint, Buffer>();
 const isCopyOf = (out: string, m: TinyCheckpoint) => weights(out).equals(copies.get(m)!);
 const spec = { hidden: 32, intermediate: 48, layers: 2, heads: 4, kvHeads: 2, vocab: 64, dtype: 'BF16' } as const;
 
-// A child process runs this: a merge that stops for good at an event (printing its name),
-// so that the test can kill it there. Argument: JSON [merge module URL, config, out, event].
-const CHILD = `
-import { createRequire, syncBuiltinESMExports } from 'node:module';
-const [mergeUrl, config, out, event] = JSON.parse(process.argv[2]);
-const stop = () => {
-  process.stdout.write(event + '\\n');
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-};
-if (event === 'moved-aside') {
-  // stop once the old output has been renamed away
-  const fs = createRequire(import.meta.url)('node:fs/promises');
-  const rename = fs.rename;
-  fs.rename = async (from, to) => {
-    await rename(from, to);
-    if (from === out) stop();
-  };
-  syncBuiltinESMExports();
-}
-const { merge } = await import(mergeUrl);
-await merge(config, out, { overwrite: true, outShardSize: 1000, onProgress: event === 'writing' ? stop : undefined });
-process.stdout.write('done\\n');
-`;
-// Loads .ts files (and the .js names they import each other by) through TypeScript's transpiler.
-const LOADER = (typescript: string) => `
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import ts from ${JSON.stringify(typescript)};
-export async function resolve(specifier, context, next) {
-  if (/^\\.\\.?\\//.test(specifier) && specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) {
-    const url = new URL(specifier.slice(0, -3) + '.ts', context.parentURL);
-    if (existsSync(fileURLToPath(url))) return { url: url.href, shortCircuit: true };
-  }
-  return next(specifier, context);
-}
-export async function load(url, context, next) {
-  if (!url.endsWith('.ts')) return next(url, context);
-  const file = fileURLToPath(url);
-  const options = { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 };
-  return { format: 'module', source: ts.transpileModule(readFileSync(file, 'utf8'), { compilerOptions: options, fileName: file }).outputText, shortCircuit: true };
-}
-`;
-let childFiles: { script: string; register: string };
+let runner: ChildRunner;
 
 beforeAll(async () => {
   a = await writeTinyCheckpoint(fresh(), { ...spec, seed: 1 });
@@ -83,37 +39,13 @@ beforeAll(async () => {
     await merge(copyOf(m), out);
     copies.set(m, weights(out));
   }
-  const dir = fresh();
-  const typescript = pathToFileURL(createRequire(import.meta.url).resolve('typescript')).href;
-  writeFileSync(join(dir, 'loader.mjs'), LOADER(typescript));
-  writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'loader.mjs')).href)});\n`);
-  writeFileSync(join(dir, 'child.mjs'), CHILD);
-  childFiles = { script: join(dir, 'child.mjs'), register: join(dir, 'register.mjs') };
+  runner = childRunner(fresh());
 });
 
 /** Starts a merge (with overwrite) in a child process and resolves once it has stopped at
  * `event`: 'writing' (its first progress report) or 'moved-aside' (the old output renamed away). */
-async function mergeInChild(config: MergeConfig, out: string, event: 'writing' | 'moved-aside'): Promise<ChildProcess> {
-  const mergeUrl = pathToFileURL(join(projectRoot, 'lib/merge/merge.ts')).href;
-  const child = spawn(process.execPath, ['--import', childFiles.register, childFiles.script, JSON.stringify([mergeUrl, config, out, event])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (stdout.includes(`${event}\n`)) resolve();
-    });
-    child.on('exit', (code) => reject(new Error(`the child merge ended (${code}) before '${event}': ${stdout}${stderr}`)));
-  });
-  return child;
-}
-
-const kill = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
+const mergeInChild = (config: MergeConfig, out: string, event: 'writing' | 'moved-aside') =>
+  runner.stopAt({ module: 'lib/merge/merge.ts', fn: 'merge', input: config, options: { overwrite: true, outShardSize: 1000 } }, out, event);
 
 describe('where a merge writes', () => {
   it.skipIf(!existsSync('/proc/self'))('fails at once, saying why, where the filesystem takes no new entries (/proc)', async () => {
@@ -130,12 +62,14 @@ describe('where a merge writes', () => {
   });
 
   it('never replaces the filesystem root, the home or working directory, or a directory that holds one', async () => {
-    await expect(checkNotProtected('/', [])).rejects.toThrow(/^\/ is the root of the filesystem/);
-    await expect(checkNotProtected(homedir(), [])).rejects.toThrow(/is the home directory/);
-    await expect(checkNotProtected(process.cwd(), [])).rejects.toThrow(/is the working directory/);
-    await expect(checkNotProtected(dirname(process.cwd()), [])).rejects.toThrow(/holds the working directory/);
-    await expect(checkNotProtected(dirname(a.dir), [a.dir])).rejects.toThrow(/holds the input model/);
-    await expect(checkNotProtected(join(a.dir, 'merged'), [a.dir])).resolves.toBeUndefined();
+    const none = { models: [] };
+    await expect(checkNotProtected('/', none)).rejects.toThrow(/^\/ is the root of the filesystem/);
+    await expect(checkNotProtected(homedir(), none)).rejects.toThrow(/is the home directory/);
+    await expect(checkNotProtected(process.cwd(), none)).rejects.toThrow(/is the working directory/);
+    await expect(checkNotProtected(dirname(process.cwd()), none)).rejects.toThrow(/holds the working directory/);
+    await expect(checkNotProtected(dirname(a.dir), { models: [a.dir] })).rejects.toThrow(/holds the input model/);
+    await expect(checkNotProtected(join(a.dir, 'merged'), { models: [a.dir] })).resolves.toBeUndefined();
+    await expect(checkNotProtected(a.dir, { models: [], files: [join(a.dir, 'config.json')] })).rejects.toThrow(/holds the input file .*config\.json/);
   });
 
   it('with overwrite, refuses (and keeps) an empty path, the home and working directories, an input model and a directory that holds one', async () => {
@@ -159,6 +93,11 @@ describe('where a merge writes', () => {
       await refused(work, join(work, 'sub'), /holds the working directory/);
       await refused(input.dir, work, /is the input model/);
       await refused(models, work, /holds the input model/);
+      // the configuration file, given as a path
+      const configDir = fresh();
+      writeFileSync(join(configDir, 'merge.yml'), `merge_method: passthrough\nmodels:\n- model: ${input.dir}\n`);
+      await expect(merge(join(configDir, 'merge.yml'), configDir, { overwrite: true })).rejects.toThrow(/holds the input file .*merge\.yml/);
+      expect(readdirSync(configDir)).toEqual(['merge.yml']);
     } finally {
       process.chdir(saved.cwd);
       if (saved.home === undefined) delete process.env['HOME'];

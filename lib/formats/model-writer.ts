@@ -1,13 +1,14 @@
 // Writing a model directory from tensors that the native job computes (a merge, a
-// dequantizing export): shards by the byte limit, headers, the index, side files, all in a
-// temporary directory renamed into place only when complete, so that an error, an abort or
-// a full disk never leaves a model that looks whole.
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+// dequantizing export): shards by the byte limit, headers, the index, side files, all in
+// the work directory of the output's claim (output.ts), moved into place only when
+// complete, so that an error, an abort, a full disk or a kill never leaves a model that
+// looks whole.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { abortError } from '../errors.js';
 import { abortFlag, native } from '../native.js';
+import { claimOutput, type ClaimOptions, type Inputs } from './output.js';
 import { shardHeader, shardName, shardTensors, tensorBytes, type OutputDtype } from './safetensors-write.js';
 
 /** One output tensor as the native job computes it (see native/merge/merge_job.h). */
@@ -27,10 +28,15 @@ export interface WriteModelOptions {
   outShardSize?: number;
   overwrite?: boolean;
   seed?: number;
+  /** The command writing, for the output's lock and messages. */
+  command: ClaimOptions['command'];
+  /** What the command reads: the output never replaces these or a directory holding one. */
+  inputs: Inputs;
   /** Metadata of model.safetensors.index.json besides total_size. */
   indexMetadata?: Record<string, unknown>;
-  /** Writes config.json, tokenizer files and the like into the (temporary) directory. */
-  sideFiles: (dir: string) => Promise<void>;
+  /** Writes config.json, tokenizer files and the like into `dir`, the work directory that
+   * becomes `outDir` (absolute). */
+  sideFiles: (dir: string, outDir: string) => Promise<void>;
 }
 
 export interface WrittenModel {
@@ -38,13 +44,6 @@ export interface WrittenModel {
   shards: string[];
   tensors: number;
   bytes: number;
-}
-
-export async function checkOutputDir(outDir: string, overwrite: boolean | undefined): Promise<string> {
-  outDir = resolve(outDir);
-  const entries = await readdir(outDir).catch(() => null);
-  if (entries && entries.length > 0 && !overwrite) throw new Error(`${outDir} already exists and is not empty (pass overwrite: true to replace it)`);
-  return outDir;
 }
 
 /** Writes `tensors` (in write order) from the input `files` into outDir. */
@@ -55,13 +54,12 @@ export async function writeModel(outDir: string, files: string[], tensors: JobTe
   if (!Number.isFinite(limit)) throw new RangeError('outShardSize must be a number of bytes');
   const seed = options.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError('seed must be a non-negative integer');
-  outDir = await checkOutputDir(outDir, options.overwrite);
 
   const sizes = tensors.map((t) => tensorBytes(t.shape, t.outDtype));
   const shards = shardTensors(tensors.map((_, i) => i), sizes, limit);
   const names = shards.map((_, i) => shardName(i, shards.length));
-  const temp = join(dirname(outDir), `.${basename(outDir)}.partial-${randomBytes(4).toString('hex')}`);
-  await mkdir(temp, { recursive: true });
+  const claim = await claimOutput(outDir, { command: options.command, overwrite: options.overwrite, inputs: options.inputs });
+  const temp = claim.workDir;
   const abort = abortFlag(signal);
   try {
     const shardSpecs = shards.map((members, i) => {
@@ -77,18 +75,17 @@ export async function writeModel(outDir: string, files: string[], tensors: JobTe
       const index = { metadata: { total_size: sizes.reduce((a, b) => a + b, 0), ...options.indexMetadata }, weight_map: weightMap };
       await writeFile(join(temp, 'model.safetensors.index.json'), JSON.stringify(index, null, 2));
     }
-    await options.sideFiles(temp);
+    await options.sideFiles(temp, claim.outDir);
     if (signal?.aborted) throw abortError(signal);
-    if (await stat(outDir).then(() => true, () => false)) await rm(outDir, { recursive: true, force: true });
-    await rename(temp, outDir);
+    await claim.commit();
   } catch (e) {
-    await rm(temp, { recursive: true, force: true });
     if ((e as Error).name === 'AbortError') throw abortError(signal);
     throw e;
   } finally {
     abort.release();
+    await claim.release();
   }
-  return { outDir, shards: names, tensors: tensors.length, bytes: sizes.reduce((a, b) => a + b, 0) };
+  return { outDir: claim.outDir, shards: names, tensors: tensors.length, bytes: sizes.reduce((a, b) => a + b, 0) };
 }
 
 /** JSON with keys sorted at every level, as Transformers writes config.json. */

@@ -41,6 +41,8 @@ export interface ParsedMergeConfig {
   text: string;
   /** Where relative model paths were resolved from. */
   baseDir: string;
+  /** The file the YAML was read from (absolute), when given as a path. */
+  path?: string;
 }
 
 export class MergeConfigError extends Error {
@@ -183,7 +185,7 @@ export async function loadMergeConfig(input: string | MergeConfig, options: { ba
     } catch (e) {
       throw new MergeConfigError(`${path}: cannot read: ${(e as Error).message}`);
     }
-    return { config: parseMergeYaml(text, path), text, baseDir: options.baseDir ?? process.cwd() };
+    return { config: parseMergeYaml(text, path), text, baseDir: options.baseDir ?? process.cwd(), path };
   }
   return { config: parseMergeYaml(input), text: input, baseDir: options.baseDir ?? process.cwd() };
 }

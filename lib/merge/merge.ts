@@ -1,7 +1,7 @@
 // merge(): a mergekit configuration executed to disk. The plan and the file layout are
 // worked out here from headers alone; the native executor streams each output tensor from
 // the mapped inputs into its shard. Everything is written to a work directory beside the
-// output that moves into its place only when complete (see output.ts).
+// output that moves into its place only when complete (see ../formats/output.ts).
 import { copyFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
@@ -11,7 +11,6 @@ import { abortError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
 import { sortedJson, writeModel, type JobTensor, type WrittenModel } from '../formats/model-writer.js';
 import { loadMergeConfig, MergeConfigError, modelDir, type MergeConfig, type ParsedMergeConfig } from './config.js';
-import { claimOutput } from './output.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 
 export interface MergeOptions {
@@ -23,14 +22,13 @@ export interface MergeOptions {
   /** Seed of the random sparsification (dare_*); default 0. */
   seed?: number;
   /** Replace an existing output directory (never a file, the home or working directory, an
-   * input model or a directory that holds one). */
+   * input model, the configuration file or a directory that holds one). */
   overwrite?: boolean;
   /** Directory that relative model paths are resolved from (default: the working directory). */
   baseDir?: string;
 }
 
 export type MergeResult = WrittenModel;
-
 
 /** Output tensors in mergekit's write order: by label, ties in plan order. */
 export function writeOrder(tensors: PlannedTensor[]): number[] {
@@ -39,9 +37,15 @@ export function writeOrder(tensors: PlannedTensor[]): number[] {
 
 export const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer.model', 'added_tokens.json', 'merges.txt', 'chat_template.jinja', 'generation_config.json', 'chat_template.json'];
 
-async function writeTokenizer(plan: MergePlan, parsed: ParsedMergeConfig, dir: string): Promise<void> {
+/** The directory the tokenizer files are copied from. */
+function tokenizerSource(plan: MergePlan, parsed: ParsedMergeConfig): string {
   const { config, baseDir } = parsed;
-  const source = config.tokenizer_source && config.tokenizer_source !== 'base' ? modelDir(config.tokenizer_source, baseDir) : plan.models[plan.donor]!.dir;
+  return config.tokenizer_source && config.tokenizer_source !== 'base' ? modelDir(config.tokenizer_source, baseDir) : plan.models[plan.donor]!.dir;
+}
+
+async function writeTokenizer(plan: MergePlan, parsed: ParsedMergeConfig, dir: string): Promise<void> {
+  const { config } = parsed;
+  const source = tokenizerSource(plan, parsed);
   for (const file of TOKENIZER_FILES) await copyFile(join(source, file), join(dir, file)).catch(() => undefined);
   const template = config.chat_template;
   if (template === undefined || template === 'auto') return;
@@ -127,23 +131,16 @@ export async function merge(config: string | MergeConfig, outDir: string, option
       filterWise: (t.params['filter_wise'] ?? 0) !== 0,
     };
   });
-  const claim = await claimOutput(outDir, { overwrite: options.overwrite, inputs: plan.models.map((m) => m.dir) });
-  try {
-    const written = await writeModel(join(claim.workDir, 'model'), files, tensors, {
-      ...options,
-      overwrite: false,
-      indexMetadata: { mergekit_version: '0.1.4' },
-      sideFiles: async (dir) => {
-        await writeFile(join(dir, 'config.json'), sortedJson(plan.outConfig));
-        await writeTokenizer(plan, parsed, dir);
-        await writeFile(join(dir, 'mergekit_config.yml'), parsed.text);
-        await writeFile(join(dir, 'README.md'), modelCard(plan, parsed, claim.outDir));
-      },
-    });
-    if (signal?.aborted) throw abortError(signal);
-    await claim.commit(written.outDir);
-    return { ...written, outDir: claim.outDir };
-  } finally {
-    await claim.release();
-  }
+  return writeModel(outDir, files, tensors, {
+    ...options,
+    command: 'merge',
+    inputs: { models: [...plan.models.map((m) => m.dir), tokenizerSource(plan, parsed)], files: parsed.path ? [parsed.path] : [] },
+    indexMetadata: { mergekit_version: '0.1.4' },
+    sideFiles: async (dir, out) => {
+      await writeFile(join(dir, 'config.json'), sortedJson(plan.outConfig));
+      await writeTokenizer(plan, parsed, dir);
+      await writeFile(join(dir, 'mergekit_config.yml'), parsed.text);
+      await writeFile(join(dir, 'README.md'), modelCard(plan, parsed, out));
+    },
+  });
 }

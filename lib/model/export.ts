@@ -3,9 +3,10 @@
 // tensors are converted. Used to merge or fine-tune from a quant, and to check a quant
 // from outside.
 import { copyFile, readdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 
 import { FormatError } from '../errors.js';
+import { exl2DtypeProblem, type Exl2Tensors } from '../formats/exl2.js';
 import { readJsonObject } from '../formats/json.js';
 import { sortedJson, writeModel, type JobTensor, type WrittenModel } from '../formats/model-writer.js';
 import type { OutputDtype } from '../formats/safetensors-write.js';
@@ -22,23 +23,26 @@ export interface ExportOptions {
 }
 
 const DTYPES: Record<string, OutputDtype> = { float16: 'F16', bfloat16: 'BF16', float32: 'F32' };
-const EXL2_PARTS = ['q_weight', 'q_invperm', 'q_scale', 'q_scale_max', 'q_groups'];
+const EXL2_PARTS = ['q_weight', 'q_invperm', 'q_scale', 'q_scale_max', 'q_groups'] as const satisfies readonly (keyof Exl2Tensors)[];
 const ROLE_OF: Record<string, keyof ReturnType<typeof expectedShapes>> = {
   'self_attn.q_proj': 'q', 'self_attn.k_proj': 'k', 'self_attn.v_proj': 'v', 'self_attn.o_proj': 'o',
   'mlp.gate_proj': 'gate', 'mlp.up_proj': 'up', 'mlp.down_proj': 'down', lm_head: 'lmHead',
 };
 
 export async function exportModel(dir: string, outDir: string, options: ExportOptions = {}): Promise<WrittenModel> {
-  const dtype = DTYPES[options.dtype ?? 'float16'];
+  const dtypeName: unknown = options.dtype ?? 'float16';
+  const dtype = typeof dtypeName === 'string' && Object.hasOwn(DTYPES, dtypeName) ? DTYPES[dtypeName] : undefined;
   if (!dtype) throw new RangeError(`dtype must be float16, bfloat16 or float32 (got ${String(options.dtype)})`);
   dir = resolve(dir);
   const config = await readConfig(dir);
   const checkpoint = await readCheckpoint(dir, { scanAll: config.quantization?.method === 'exl2' });
   const shapes = expectedShapes(config);
   const tensors: JobTensor[] = [];
-  const input = (name: string) => {
+  const input = (name: string, exl2Part?: keyof Exl2Tensors) => {
     const t = checkpoint.tensors.get(name);
     if (!t) throw new FormatError(dir, `is missing tensor '${name}'`);
+    const problem = exl2Part && exl2DtypeProblem(exl2Part, t.dtype);
+    if (problem) throw new FormatError(checkpoint.files[t.file]!.path, problem, name);
     return { file: t.file, offset: t.offset, dtype: t.dtype, shape: t.shape };
   };
   for (const name of [...checkpoint.tensors.keys()].sort()) {
@@ -49,7 +53,7 @@ export async function exportModel(dir: string, outDir: string, options: ExportOp
       const key = part[1]!;
       const role = ROLE_OF[key.replace(/^model\.layers\.\d+\./, '')];
       if (!role) throw new FormatError(checkpoint.files[t.file]!.path, 'is an EXL2 layer laminate does not know the shape of', name);
-      tensors.push({ name: `${key}.weight`, outDtype: dtype, shape: shapes[role], method: 5, inputs: EXL2_PARTS.map((p) => input(`${key}.${p}`)) });
+      tensors.push({ name: `${key}.weight`, outDtype: dtype, shape: shapes[role], method: 5, inputs: EXL2_PARTS.map((p) => input(`${key}.${p}`, p)) });
     } else {
       if (!['F32', 'F16', 'BF16'].includes(t.dtype)) throw new FormatError(checkpoint.files[t.file]!.path, `dtype ${t.dtype} cannot be exported`, name);
       tensors.push({ name, outDtype: dtype, shape: t.shape, method: 0, inputs: [input(name)] });
@@ -60,11 +64,15 @@ export async function exportModel(dir: string, outDir: string, options: ExportOp
   raw['torch_dtype'] = options.dtype ?? 'float16';
   return writeModel(outDir, checkpoint.files.map((f) => f.path), tensors, {
     ...options,
-    sideFiles: async (out) => {
+    command: 'export',
+    inputs: { models: [dir] },
+    sideFiles: async (out, final) => {
       await writeFile(join(out, 'config.json'), sortedJson(raw));
-      // tokenizer and other small files, as ExLlamaV2 copies them (no weights, no stale index)
+      // tokenizer and other small files, as ExLlamaV2 copies them (no weights, no stale index,
+      // nor the lock of an output written inside the model directory)
+      const claimed = dirname(final) === dir ? `.${basename(final)}.` : null;
       for (const f of await readdir(dir)) {
-        if (f === 'config.json' || f.endsWith('.safetensors') || f.endsWith('.bin') || f.endsWith('.index.json')) continue;
+        if (f === 'config.json' || f.endsWith('.safetensors') || f.endsWith('.bin') || f.endsWith('.index.json') || (claimed && f.startsWith(claimed))) continue;
         await copyFile(join(dir, f), join(out, f)).catch(() => undefined);
       }
     },

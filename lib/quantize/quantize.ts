@@ -3,20 +3,22 @@
 // engine layer by layer: a measurement pass scores candidate recipes per block, the
 // optimizer picks one per block for the bit budget, and the quantization pass runs GPTQ
 // block by block, each block seeing the output of the quantized blocks before it. A job
-// directory beside the output keeps finished layers, so a killed job resumes.
+// directory beside the output keeps finished layers, so a killed job resumes; the output
+// is claimed, written and swapped in as every model writer does (../formats/output.ts).
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { abortError } from '../errors.js';
-import { checkOutputDir } from '../formats/model-writer.js';
+import { claimOutput, makeDirs, type Inputs, type OutputClaim } from '../formats/output.js';
 import { tensorNames } from '../model/architecture.js';
 import type { ModelConfig } from '../model/config.js';
 import { openModel, positiveInteger, readSource, type ModelSource } from '../model/load.js';
 import type { Model } from '../model/model.js';
 import type { MergeConfig } from '../merge/config.js';
+import { isMergeConfig } from '../merge/virtual.js';
 import { abortFlag, native, packageRoot, type NativeCalibration, type NativeQuantizedLinear } from '../native.js';
 import { calibrationRows, readCalibration, type CalibrationRows } from './calibration.js';
 import { blockBits, linearShape, measurementJson, moduleKey, parseMeasurement, readMeasurement, type MeasuredOption, type Measurement } from './measurement.js';
@@ -58,7 +60,8 @@ export interface QuantizeOptions extends MeasureOptions {
   measurement?: string | Measurement;
   /** Largest output shard in bytes (default 8 GiB, as ExLlamaV2). */
   shardBytes?: number;
-  /** Replace an existing output directory. */
+  /** Replace an existing output directory (never a file, the home or working directory, an
+   * input model or file, or a directory that holds one). */
   overwrite?: boolean;
 }
 
@@ -200,7 +203,7 @@ async function openJob(source: ModelSource, dir: string, options: MeasureOptions
     }
     if (!state) {
       await rm(dir, { recursive: true, force: true });
-      await mkdir(join(dir, 'layers'), { recursive: true });
+      await makeDirs(join(dir, 'layers'));
       state = { fingerprint, measured: 0, measureSeconds: 0, quantized: 0, blocks: [], quantizeSeconds: 0 };
     }
     const job: Job = { source, model, config, dir, threads: model.info.threads, tokens, dataset: text.dataset, rows: Math.min(rows, tokens.rows), measurementRows: Math.min(mRows, tokens.rows), state };
@@ -325,11 +328,21 @@ export async function measure(source: string | MergeConfig, path: string | undef
   }
 }
 
+/** What a quantization reads, which its output never replaces: the directories of the
+ * checkpoint's files and of the tokenizer, a configuration file, the measurement and
+ * calibration files. */
+function inputsOf(source: string | MergeConfig, read: ModelSource, options: QuantizeOptions): Inputs {
+  const models = [...new Set([read.tokenizerDir, ...read.checkpoint.files.map((f) => dirname(f.path))])];
+  const files = [options.calibration, typeof options.measurement === 'string' ? options.measurement : undefined];
+  if (typeof source === 'string' && isMergeConfig(source) && !source.includes('\n')) files.push(source.trim());
+  return { models, files: files.filter((f): f is string => typeof f === 'string') };
+}
+
 /**
  * Quantizes a float model to EXL2 at `bitsPerWeight` and writes the model directory
- * ExLlamaV2's converter would write to `outDir` (atomically: it appears when complete).
- * A job stopped part way (abort, Ctrl-C, a kill) resumes from its last finished layer when
- * run again with the same arguments.
+ * ExLlamaV2's converter would write to `outDir` (it appears when complete, replacing an
+ * existing output only with `overwrite`, as merge() does). A job stopped part way (abort,
+ * Ctrl-C, a kill) resumes from its last finished layer when run again with the same arguments.
  */
 export async function quantize(source: string | MergeConfig, outDir: string, options: QuantizeOptions): Promise<QuantizeResult> {
   checkKeys(options, QUANTIZE_KEYS, 'quantize');
@@ -338,12 +351,23 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
   const shardBytes = options.shardBytes ?? 8192 * 2 ** 20;
   if (!(shardBytes > 0)) throw new RangeError('quantize: shardBytes must be a positive number of bytes');
   if (options.signal?.aborted) throw abortError(options.signal);
-  outDir = await checkOutputDir(outDir, options.overwrite);
   const read = await readSource(source);
   // A measurement to reuse is checked against the model before anything is written.
   let given: Measurement | undefined;
   if (typeof options.measurement === 'string') given = await readMeasurement(options.measurement, read.config);
   else if (options.measurement) given = parseMeasurement(measurementJson(options.measurement, read.config.numHiddenLayers), read.config, 'measurement');
+  const claim = await claimOutput(outDir, { command: 'quantize', overwrite: options.overwrite, inputs: inputsOf(source, read, options) });
+  try {
+    return await quantizeInto(claim, read, options, headBits, shardBytes, given);
+  } finally {
+    await claim.release();
+  }
+}
+
+/** quantize() once the output is claimed: the job (resumed or new), written to the claim's
+ * work directory and moved into place. */
+async function quantizeInto(claim: OutputClaim, read: ModelSource, options: QuantizeOptions, headBits: number, shardBytes: number, given: Measurement | undefined): Promise<QuantizeResult> {
+  const outDir = claim.outDir;
   const measurementId = given ? createHash('sha256').update(measurementJson(given, read.config.numHiddenLayers)).digest('hex') : null;
   const dir = join(dirname(outDir), `.${basename(outDir)}.quantize`);
   const job = await openJob(read, dir, options, { bitsPerWeight: options.bitsPerWeight, headBits, measurement: measurementId });
@@ -394,10 +418,8 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       report(layers + 1);
     });
 
-    // The model directory, in a temporary directory renamed into place.
-    const temp = join(job.dir, 'out');
-    await rm(temp, { recursive: true, force: true });
-    await mkdir(temp);
+    // The model directory, in the claim's work directory moved into place.
+    const temp = claim.workDir;
     const plan = job.source.plan;
     const out: OutputTensor[] = [{ name: names.embedding, dtype: 'F16', shape: [config.vocabSize, config.hiddenSize], source: plan.embedding }];
     for (let layer = 0; layer < layers; layer++) {
@@ -423,8 +445,8 @@ export async function quantize(source: string | MergeConfig, outDir: string, opt
       head_bits: headBits,
       calibration: { rows: job.rows, length: job.tokens.length, dataset: job.dataset },
     }, { 'measurement.json': used });
-    if (await stat(outDir).then(() => true, () => false)) await rm(outDir, { recursive: true, force: true });
-    await rename(temp, outDir);
+    if (options.signal?.aborted) throw abortError(options.signal);
+    await claim.commit();
     await rm(job.dir, { recursive: true, force: true });
 
     const achieved = strategy.reduce((a, o) => a + o.totalBits, 0) / decoderNumel(config);

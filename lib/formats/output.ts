@@ -1,12 +1,13 @@
-// The output directory of a merge: claimed by a lock file beside it, so that two merges
-// never write one output; checked (never a file, a non-empty directory only with
-// overwrite, never the filesystem root, the home or working directory, an input model, or
-// a directory that holds one of them); and replaced so that a process killed at any moment
-// leaves the old output or the new one. Beside the output `out`, in its parent directory:
-//   .out.lock                  the claim: JSON { pid, host } of the merge that holds it
-//   .out.partial-<pid>-<hex>   a merge's work directory, where the new model is written
+// The output directory of every command that writes a model (merge, export, quantize):
+// claimed by a lock file beside it, so that two commands never write one output; checked
+// (never a file, a non-empty directory only with overwrite, never the filesystem root, the
+// home or working directory, an input model or file, or a directory that holds one of
+// them); and replaced so that a process killed at any moment leaves the old output or the
+// new one. Beside the output `out`, in its parent directory:
+//   .out.lock                  the claim: JSON { pid, host, command } of the process that holds it
+//   .out.partial-<pid>-<hex>   a command's work directory, where the new model is written
 //   .out.old-<pid>-<hex>       the previous output, moved aside while the new one moves in
-// A merge that takes the claim removes what processes no longer running left there,
+// A command that takes the claim removes what processes no longer running left there,
 // first moving an old output back into place when the output itself is missing.
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
@@ -16,11 +17,11 @@ import { basename, dirname, join, parse, resolve, sep } from 'node:path';
 export interface OutputClaim {
   /** The output directory, absolute. */
   outDir: string;
-  /** An empty directory of this merge's own beside the output: write the new model in it. */
+  /** An empty directory of this command's own beside the output: write the new model in it. */
   workDir: string;
-  /** Moves the complete directory `dir` into the output's place (the previous output aside
+  /** Moves the complete work directory into the output's place (the previous output aside
    * first, removed after). */
-  commit(dir: string): Promise<void>;
+  commit(): Promise<void>;
   /** Removes the work directory (whatever is left in it) and the lock. */
   release(): Promise<void>;
 }
@@ -47,26 +48,37 @@ function running(pid: number): boolean {
 /** The real path of p, or p itself where it does not exist. */
 const real = (p: string) => realpath(p).catch(() => p);
 
-/** Throws when outDir is a directory that no merge may replace: the filesystem root, the
- * home or working directory, one of `inputs` (the models merged), or one that holds any of them. */
-export async function checkNotProtected(outDir: string, inputs: string[]): Promise<void> {
+/** What a command reads and must not replace: model directories, and other files (a
+ * measurement, calibration text, a merge configuration). */
+export interface Inputs {
+  /** Input model directories. */
+  models: string[];
+  /** Other files read. */
+  files?: string[];
+}
+
+/** Throws when outDir is a directory that no command may replace: the filesystem root, the
+ * home or working directory, an input (model directory or file), or one that holds any of them. */
+export async function checkNotProtected(outDir: string, inputs: Inputs): Promise<void> {
   const out = await real(resolve(outDir));
-  if (parse(out).root === out) throw new Error(`${outDir} is the root of the filesystem; a merge must not replace it`);
+  const refuse = (what: string) => new Error(`${outDir} ${what}; laminate never replaces it`);
+  if (parse(out).root === out) throw refuse('is the root of the filesystem');
   const kept: [string, string][] = [
     [homedir(), 'the home directory'],
     [process.cwd(), 'the working directory'],
-    ...inputs.map((dir): [string, string] => [dir, `the input model ${dir}`]),
+    ...inputs.models.map((dir): [string, string] => [dir, `the input model ${dir}`]),
+    ...(inputs.files ?? []).map((file): [string, string] => [file, `the input file ${file}`]),
   ];
-  for (const [dir, what] of kept) {
-    const p = await real(dir);
-    if (p === out) throw new Error(`${outDir} is ${what}; a merge must not replace it`);
-    if (p.startsWith(out + sep)) throw new Error(`${outDir} holds ${what}; a merge must not replace it`);
+  for (const [path, what] of kept) {
+    const p = await real(resolve(path));
+    if (p === out) throw refuse(`is ${what}`);
+    if (p.startsWith(out + sep)) throw refuse(`holds ${what}`);
   }
 }
 
 /** Creates dir and its missing parents one level at a time (mkdir's recursive mode never
  * returns where the kernel refuses a new entry with ENOENT, as in /proc). */
-async function makeDirs(dir: string): Promise<void> {
+export async function makeDirs(dir: string): Promise<void> {
   const missing: string[] = [];
   for (let d = dir; ; d = dirname(d)) {
     const s = await stat(d).catch((e: unknown) => {
@@ -85,12 +97,12 @@ async function makeDirs(dir: string): Promise<void> {
     });
 }
 
-/** Takes the lock file at `path`, breaking it when the process that holds it is gone. */
-async function lock(path: string, outDir: string): Promise<void> {
+/** Takes the lock file at `path` for `command`, breaking it when the process that holds it is gone. */
+async function lock(path: string, outDir: string, command: string): Promise<void> {
   const host = hostname();
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      await writeFile(path, JSON.stringify({ pid: process.pid, host }), { flag: 'wx' });
+      await writeFile(path, JSON.stringify({ pid: process.pid, host, command }), { flag: 'wx' });
       held.add(path);
       return;
     } catch (e) {
@@ -98,7 +110,7 @@ async function lock(path: string, outDir: string): Promise<void> {
     }
     const text = await readFile(path, 'utf8').catch((e: unknown) => unlessMissing(e));
     if (text === undefined) continue; // released meanwhile
-    let owner: { pid?: unknown; host?: unknown } = {};
+    let owner: { pid?: unknown; host?: unknown; command?: unknown } = {};
     try {
       owner = JSON.parse(text) as typeof owner;
     } catch {
@@ -108,11 +120,12 @@ async function lock(path: string, outDir: string): Promise<void> {
     const gone = owner.host === host && typeof pid === 'number' && (pid === process.pid ? !held.has(path) : !running(pid));
     if (!gone) {
       const who = typeof pid === 'number' ? `process ${pid} on ${String(owner.host)}` : 'a process that is starting';
-      throw new Error(`${outDir} is being written by another merge (${who}); if no merge is running, remove ${path}`);
+      const what = typeof owner.command === 'string' && /^[a-z]+$/.test(owner.command) ? owner.command : 'laminate command';
+      throw new Error(`${outDir} is being written by another ${what} (${who}); if no laminate command is running, remove ${path}`);
     }
     await unlink(path).catch(unlessMissing);
   }
-  throw new Error(`${outDir} is being written by another merge (the lock ${path} keeps changing hands)`);
+  throw new Error(`${outDir} is being written by another laminate command (the lock ${path} keeps changing hands)`);
 }
 
 async function unlock(path: string): Promise<void> {
@@ -128,7 +141,7 @@ async function removeLeftovers(out: string): Promise<void> {
   const leftovers: { kind: string; path: string }[] = [];
   for (const entry of await readdir(parent)) {
     const m = entry.startsWith(prefix) ? /^(partial|old)-(\d+)-[0-9a-f]+$/.exec(entry.slice(prefix.length)) : null;
-    // (under the lock, an entry with this process's own id belongs to no running merge)
+    // (under the lock, an entry with this process's own id belongs to no running command)
     if (m && (Number(m[2]) === process.pid || !running(Number(m[2])))) leftovers.push({ kind: m[1]!, path: join(parent, entry) });
   }
   const old = leftovers.filter((l) => l.kind === 'old');
@@ -142,9 +155,17 @@ async function removeLeftovers(out: string): Promise<void> {
   for (const l of leftovers) await rm(l.path, { recursive: true, force: true });
 }
 
-/** Claims outDir for one merge: checks it, creates its parent directories, takes the lock,
- * cleans up after dead merges and makes the work directory. */
-export async function claimOutput(outDir: string, options: { overwrite?: boolean | undefined; inputs: string[] }): Promise<OutputClaim> {
+export interface ClaimOptions {
+  /** The command writing (named in the lock, and to another command that finds it held). */
+  command: 'merge' | 'export' | 'quantize';
+  overwrite?: boolean | undefined;
+  inputs: Inputs;
+}
+
+/** Claims outDir for one command: checks it, creates its parent directories, takes the lock,
+ * cleans up after dead processes and makes the work directory. */
+export async function claimOutput(outDir: string, options: ClaimOptions): Promise<OutputClaim> {
+  if (typeof outDir !== 'string') throw new TypeError(`the output directory must be a path (got ${typeof outDir})`);
   if (outDir.trim() === '') throw new Error('the output directory is an empty path');
   const out = resolve(outDir);
   await checkNotProtected(out, options.inputs);
@@ -152,13 +173,13 @@ export async function claimOutput(outDir: string, options: { overwrite?: boolean
   const name = basename(out);
   await makeDirs(parent);
   const lockPath = join(parent, `.${name}.lock`);
-  await lock(lockPath, out);
+  await lock(lockPath, out, options.command);
   const unique = () => `${process.pid}-${randomBytes(4).toString('hex')}`;
   const workDir = join(parent, `.${name}.partial-${unique()}`);
   try {
     await removeLeftovers(out);
     const existing = await stat(out).catch((e: unknown) => unlessMissing(e));
-    if (existing && !existing.isDirectory()) throw new Error(`${out} is a file, not a directory; a merge writes a directory (remove the file or choose another path)`);
+    if (existing && !existing.isDirectory()) throw new Error(`${out} is a file, not a directory; ${options.command} writes a model directory (remove the file or choose another path)`);
     if (existing && !options.overwrite && (await readdir(out)).length > 0) throw new Error(`${out} already exists and is not empty (pass overwrite: true to replace it)`);
     await mkdir(workDir).catch((e: unknown) => {
       throw cannotWrite(workDir, e);
@@ -170,12 +191,12 @@ export async function claimOutput(outDir: string, options: { overwrite?: boolean
   return {
     outDir: out,
     workDir,
-    async commit(dir) {
+    async commit() {
       const previous = await lstat(out).then(() => true, () => false);
       const aside = join(parent, `.${name}.old-${unique()}`);
       if (previous) await rename(out, aside);
       try {
-        await rename(dir, out);
+        await rename(workDir, out);
       } catch (e) {
         if (previous) await rename(aside, out);
         throw e;
@@ -184,8 +205,11 @@ export async function claimOutput(outDir: string, options: { overwrite?: boolean
       if (previous) await rm(aside, { recursive: true, force: true }).catch(() => undefined);
     },
     async release() {
-      await rm(workDir, { recursive: true, force: true });
-      await unlock(lockPath);
+      try {
+        await rm(workDir, { recursive: true, force: true });
+      } finally {
+        await unlock(lockPath);
+      }
     },
   };
 }
