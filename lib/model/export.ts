@@ -51,7 +51,8 @@ export async function exportModel(dir: string, outDir: string, options: ExportOp
     if (part) {
       if (part[2] !== 'q_weight') continue;
       const key = part[1]!;
-      const role = ROLE_OF[key.replace(/^model\.layers\.\d+\./, '')];
+      const local = key.replace(/^model\.layers\.\d+\./, '');
+      const role = Object.hasOwn(ROLE_OF, local) ? ROLE_OF[local] : undefined;
       if (!role) throw new FormatError(checkpoint.files[t.file]!.path, 'is an EXL2 layer laminate does not know the shape of', name);
       tensors.push({ name: `${key}.weight`, outDtype: dtype, shape: shapes[role], method: 5, inputs: EXL2_PARTS.map((p) => input(`${key}.${p}`, p)) });
     } else {
