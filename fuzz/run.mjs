@@ -36,10 +36,15 @@ for (const t of targets) if (!['model', 'exl2', 'merge', 'api'].includes(t)) thr
 const { demoModelDir, quantize } = await import('../dist/index.js');
 
 /** Inputs shared by every attempt, made once per version of the demo model. */
+const demoDigest = () =>
+  createHash('sha1')
+    .update(readdirSync(demoModelDir).sort().map((f) => `${f}:${createHash('sha1').update(readFileSync(join(demoModelDir, f))).digest('hex')}`).join())
+    .digest('hex');
+
 async function prepare() {
-  const stamp = createHash('sha1').update(readFileSync(join(demoModelDir, 'model.safetensors'))).digest('hex').slice(0, 12);
-  const cache = join(tmpdir(), `laminate-fuzz-${stamp}`);
-  const paths = { demo: demoModelDir, exl2: join(cache, 'exl2'), mergeB: join(cache, 'merge-b'), mergeC: join(cache, 'merge-c') };
+  const digest = demoDigest();
+  const cache = join(tmpdir(), `laminate-fuzz-${digest.slice(0, 12)}`);
+  const paths = { digest, demo: demoModelDir, exl2: join(cache, 'exl2'), mergeB: join(cache, 'merge-b'), mergeC: join(cache, 'merge-c') };
   // two more inputs for merges: the demo model with some weights' signs flipped
   for (const [dir, every] of [[paths.mergeB, 7], [paths.mergeC, 5]]) {
     if (existsSync(join(dir, 'model.safetensors'))) continue;
@@ -111,6 +116,11 @@ for (const t of targets) {
   const mine = results.filter((r) => r.target === t);
   const worst = mine.reduce((a, r) => ((r.blockMs ?? 0) > (a?.blockMs ?? -1) ? r : a), undefined);
   console.log(`${t.padEnd(8)}${outcomes.map((o) => String(mine.filter((r) => r.outcome === o).length).padStart(9)).join('')}   ${worst?.blockMs ?? '?'} ms (seed ${worst?.seed})`);
+}
+// the attempts work on copies: the demo model they start from must be as it was
+if (demoDigest() !== cache.digest) {
+  results.push({ target: 'harness', seed: 0, outcome: 'wrong', detail: `the demo model at ${demoModelDir} changed during the run` });
+  console.log(`the demo model at ${demoModelDir} changed during the run`);
 }
 const failed = results.filter((r) => FAILING.has(r.outcome));
 console.log(`\n${results.length} attempts in ${((Date.now() - t0) / 1000).toFixed(0)} s; ${failed.length} failed`);

@@ -1,4 +1,5 @@
-// The fuzz targets. Each takes { rng, cache, work, log } and either returns (success),
+// The fuzz targets. Each takes { rng, cache, work, log, start, untimed } (start: its inputs
+// are made, the event-loop clock starts; untimed(fn): fn is the harness's own work) and either returns (success),
 // throws the library's error (classified clean or unclean by the caller) or throws Wrong
 // when the library answered but the answer breaks a promise of the README.
 import { createHash } from 'node:crypto';
@@ -145,7 +146,7 @@ const TEMPLATES = [
 ];
 
 /** Mutated copies of the demo model directory: load, generate, chat. */
-export async function modelDir({ rng, cache, work, log }) {
+export async function modelDir({ rng, cache, work, log, start }) {
   const { loadModel } = await lib();
   const dir = join(work, 'model');
   copyModel(cache.demo, dir);
@@ -160,7 +161,8 @@ export async function modelDir({ rng, cache, work, log }) {
       writeFileSync(path, JSON.stringify(config));
       log(`template: ${String(config.chat_template).slice(0, 80)}`);
     } else if (rng.chance(0.05)) {
-      copyFileSync(path, `${path}.gone`);
+      // (a linked file is unlinked first: the demo model itself is never written)
+      rmSync(path);
       writeFileSync(path, '');
       log(`${file} emptied`);
     } else if (file.endsWith('.safetensors')) {
@@ -172,6 +174,7 @@ export async function modelDir({ rng, cache, work, log }) {
       log(`${file}: ${rewriteJson(rng, path)}`);
     }
   }
+  start();
   const model = await loadModel(dir, { contextSize: 256, threads: 1 }).catch((e) => {
     // a loader error must say which file it is about
     if (classify(e).outcome === 'error' && e.name !== 'ChatTemplateError' && !files.some((f) => e.message.includes(f)) && !e.message.includes(dir)) {
@@ -206,7 +209,7 @@ function fp16Bits(x) {
 }
 
 /** Mutated EXL2 tensors of a quantized copy of the demo model: load, then forward. */
-export async function exl2({ rng, cache, work, log }) {
+export async function exl2({ rng, cache, work, log, start }) {
   const { loadModel } = await lib();
   const dir = join(work, 'model');
   copyModel(cache.exl2, dir, false);
@@ -249,6 +252,7 @@ export async function exl2({ rng, cache, work, log }) {
     data.set(bytes, start);
     writeSafetensors(file, header, data);
   }
+  start();
   const model = await loadModel(dir, { contextSize: 128, threads: 1 });
   try {
     const logits = await model.forward([1, 366, 474, 259]);
@@ -337,7 +341,7 @@ const digest = (dir) =>
     .join('\n');
 
 /** Random mergekit configurations and output paths over three copies of the demo model. */
-export async function mergeConfigs({ rng, cache, work, log }) {
+export async function mergeConfigs({ rng, cache, work, log, start, untimed }) {
   const { merge, loadModel } = await lib();
   const inputs = [cache.demo, cache.mergeB, cache.mergeC];
   const before = inputs.map(digest);
@@ -363,11 +367,12 @@ export async function mergeConfigs({ rng, cache, work, log }) {
     default:
   }
   log(`output ${out}${overwrite ? ' (overwrite)' : ''}`);
+  start();
   const merged = await attempt(log, 'merge', () => merge(config, out, { overwrite, seed: rng.int(0, 9), outShardSize: rng.pick([5e9, 1e6, 1]) }));
-  const after = inputs.map((d) => (existsSync(d) ? digest(d) : 'missing'));
+  const after = untimed(() => inputs.map((d) => (existsSync(d) ? digest(d) : 'missing')));
   for (let i = 0; i < inputs.length; i++) if (after[i] !== before[i]) throw new Wrong(`input model ${inputs[i]} changed`);
   if (merged.error) {
-    if (guarded && !guarded()) throw new Wrong(`a refused merge damaged what was at ${out}`);
+    if (guarded && !untimed(guarded)) throw new Wrong(`a refused merge damaged what was at ${out}`);
     throw merged.error;
   }
   const loaded = await attempt(log, 'load the merged model', () => loadModel(out, { contextSize: 64, threads: 1 }));
@@ -406,8 +411,9 @@ function randomSampler(rng) {
 }
 
 /** Random sequences of API calls on one model, at random concurrency, with a greedy reference among them. */
-export async function apiCalls({ rng, cache, log }) {
+export async function apiCalls({ rng, cache, log, start }) {
   const { loadModel } = await lib();
+  start();
   const model = await loadModel(cache.demo, { contextSize: 512, kvCacheTokens: rng.pick([512, 1024, 4096]), threads: 1, maxQueue: rng.pick([0, 4, 64]), prefixCache: rng.chance(0.8) });
   const reference = (await model.generate('The function', { maxTokens: 10, stopAtEos: false })).tokens;
   const running = new Set();
