@@ -2,8 +2,7 @@
 // tokenized so that only the template's own markers become control tokens: every string
 // that comes from the caller (message contents, names, tool definitions and arguments) is
 // tokenized as plain text, so a user who types `[/INST]` or `</s>` cannot forge a turn.
-import { Template } from '@huggingface/jinja';
-
+import { RENDER_MS, RENDER_MS_PER_ITEM, renderTemplate } from './template-render.js';
 import type { TextPiece, Tokenizer } from './tokenizer.js';
 
 export interface ChatMessage {
@@ -31,21 +30,6 @@ export interface ChatTemplateOptions {
 const OPEN = '\uE000';
 const CLOSE = '\uE001';
 
-const compiled = new Map<string, Template>();
-
-function compile(source: string): Template {
-  let t = compiled.get(source);
-  if (!t) {
-    try {
-      t = new Template(source);
-    } catch (e) {
-      throw new Error(`chat template does not parse: ${(e as Error).message}`, { cause: e });
-    }
-    compiled.set(source, t);
-  }
-  return t;
-}
-
 /** Renders a conversation with the tokenizer's chat template and tokenizes it. */
 export function tokenizeChat(tokenizer: Tokenizer, messages: ChatMessage[], options: ChatTemplateOptions = {}, template = tokenizer.chatTemplate): number[] {
   if (!template) throw new Error('this model has no chat template (tokenizer_config.json chat_template)');
@@ -55,19 +39,21 @@ export function tokenizeChat(tokenizer: Tokenizer, messages: ChatMessage[], opti
     if (m.content !== null && m.content !== undefined && typeof m.content !== 'string') throw new TypeError(`chat: messages[${i}].content must be a string or null`);
   });
 
-  // In caller strings, replace every added-token text (and any marker character) by a
-  // marker around an index into `originals`; everything else passes through unchanged, so
-  // the template's trim, length and JSON filters see the caller's text.
+  // In caller strings (object keys included: JSON keys of tool parameters and call
+  // arguments are printed too), replace every added-token text (and any marker character)
+  // by a marker around an index into `originals`; everything else passes through unchanged,
+  // so the template's trim, length and JSON filters see the caller's text.
   const originals: string[] = [];
   const sensitive = tokenizer.addedTokenPattern(`${OPEN}|${CLOSE}`);
+  const protectText = (text: string): string =>
+    text.replace(sensitive, (special) => {
+      originals.push(special);
+      return `${OPEN}${originals.length - 1}${CLOSE}`;
+    });
   const protect = (value: unknown): unknown => {
-    if (typeof value === 'string')
-      return value.replace(sensitive, (text) => {
-        originals.push(text);
-        return `${OPEN}${originals.length - 1}${CLOSE}`;
-      });
+    if (typeof value === 'string') return protectText(value);
     if (Array.isArray(value)) return value.map(protect);
-    if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, protect(v)]));
+    if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [protectText(k), protect(v)]));
     return value;
   };
   const context: Record<string, unknown> = {
@@ -78,9 +64,12 @@ export function tokenizeChat(tokenizer: Tokenizer, messages: ChatMessage[], opti
   };
   if (options.tools) context['tools'] = protect(options.tools);
 
+  // The template is untrusted: its render has a budget (see template-render.ts) that grows
+  // with the conversation.
+  const ms = RENDER_MS + RENDER_MS_PER_ITEM * (messages.length + (options.tools?.length ?? 0));
   let rendered: string;
   try {
-    rendered = compile(template).render(context);
+    rendered = renderTemplate(template, context, ms);
   } catch (e) {
     throw new ChatTemplateError(`chat template: ${(e as Error).message}`, e);
   }

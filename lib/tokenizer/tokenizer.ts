@@ -5,9 +5,10 @@ import { join } from 'node:path';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
-import { LIMITS } from '../model/config.js';
 import { FormatError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
+import { speedUpLongWords } from './long-words.js';
+import { checkTokenizerJson } from './tokenizer-json.js';
 
 /** 'parse': the text of a special token (e.g. `[INST]`) becomes that control token, as in
  * Hugging Face. 'plain': all text is ordinary text; no control token can appear. */
@@ -41,19 +42,6 @@ function tokenContent(v: unknown): string | null {
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-/** Token ids past any real vocabulary would make the tokenizer library build tables of
- * that size (minutes of work for an id of 2^31): refused first. */
-function checkTokenIds(path: string, json: Record<string, unknown>): void {
-  const model = json['model'] as { vocab?: unknown } | undefined;
-  const vocab = model?.vocab;
-  const ids: unknown[] = [];
-  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const id of Object.values(vocab)) ids.push(id);
-  if (Array.isArray(json['added_tokens'])) for (const t of json['added_tokens'] as { id?: unknown }[]) ids.push(t?.id);
-  for (const id of ids)
-    if (typeof id === 'number' && (!Number.isSafeInteger(id) || id < 0 || id >= LIMITS.vocab))
-      throw new FormatError(path, `token id ${id} is outside [0, ${LIMITS.vocab})`);
 }
 
 function vocabTypeOf(json: Record<string, unknown>): Tokenizer['vocabType'] {
@@ -119,7 +107,7 @@ export class Tokenizer {
   static async load(dir: string): Promise<Tokenizer> {
     const path = join(dir, 'tokenizer.json');
     const json = (await readJsonObject(path))!;
-    checkTokenIds(path, json);
+    checkTokenizerJson(path, json);
     const config = (await readJsonObject(join(dir, 'tokenizer_config.json'), { optional: true })) ?? {};
     const generation = (await readJsonObject(join(dir, 'generation_config.json'), { optional: true })) ?? {};
     const g = generation['eos_token_id'];
@@ -127,6 +115,7 @@ export class Tokenizer {
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(json, config);
+      speedUpLongWords(hf.model);
     } catch (e) {
       throw new FormatError(path, `cannot be used: ${(e as Error).message}`);
     }
