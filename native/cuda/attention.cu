@@ -3,10 +3,14 @@
 //  - write_kv stores a step's keys and values at their positions.
 //  - Decode (split-KV): a block per (query, head, split of kSplitPositions positions); its
 //    four warps take every fourth position with an online softmax, then merge; a second
-//    kernel merges the splits.
+//    kernel merges the splits. Single-token entries of every step (decode tokens) go here,
+//    whatever else the step holds, and so does every token where head_dim is 256.
 //  - Prefill (flash attention): a block per (tile of up to 16 consecutive queries of one
-//    sequence, head); keys and values pass through shared memory 32 positions at a time,
-//    each warp keeps the running maximum, sum and output of four queries.
+//    sequence, head); keys and values pass through shared memory 32 positions at a time
+//    (from a multiple of 32), each warp keeps the running maximum, sum and output of four
+//    queries.
+// A query's result depends on its sequence's cache and on which of the two kernels runs
+// it, never on the other tokens of the step.
 #include "kernels.h"
 #include "runtime.h"
 
@@ -43,7 +47,7 @@ constexpr int kDecodeWarps = 4;
 template <int DPL>  // head_dim / 32 values per lane
 __global__ void decode_kernel(AttentionArgs a, float* __restrict__ partial) {
   const KvPages& kv = a.kv;
-  const int h = blockIdx.x, token = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+  const int h = blockIdx.x, row = blockIdx.y, token = a.rows[row], split = blockIdx.z, splits = gridDim.z;
   const int lane = threadIdx.x, warp = threadIdx.y, D = a.head_dim;
   const int pos = a.t.positions[token];
   const int begin = window_start(pos, a.sliding_window) + split * kSplitPositions;
@@ -77,7 +81,7 @@ __global__ void decode_kernel(AttentionArgs a, float* __restrict__ partial) {
   if (warp != 0) return;
   float M = -INFINITY;
   for (int w = 0; w < kDecodeWarps; w++) M = fmaxf(M, wm[w]);
-  float* out = partial + ((static_cast<int64_t>(token) * a.heads + h) * splits + split) * (D + 2);
+  float* out = partial + ((static_cast<int64_t>(row) * a.heads + h) * splits + split) * (D + 2);
   float L = 0.0f, o[DPL] = {};
   for (int w = 0; w < kDecodeWarps; w++) {
     const float f = wm[w] == -INFINITY ? 0.0f : expf(wm[w] - M);
@@ -91,8 +95,8 @@ __global__ void decode_kernel(AttentionArgs a, float* __restrict__ partial) {
 }
 
 __global__ void combine_kernel(AttentionArgs a, int splits, const float* __restrict__ partial) {
-  const int h = blockIdx.x, token = blockIdx.y, D = a.head_dim;
-  const float* p = partial + (static_cast<int64_t>(token) * a.heads + h) * splits * (D + 2);
+  const int h = blockIdx.x, row = blockIdx.y, token = a.rows[row], D = a.head_dim;
+  const float* p = partial + (static_cast<int64_t>(row) * a.heads + h) * splits * (D + 2);
   float M = -INFINITY;
   for (int s = 0; s < splits; s++) M = fmaxf(M, p[s * (D + 2)]);
   float L = 0.0f;
@@ -133,12 +137,13 @@ __global__ void prefill_kernel(AttentionArgs a, const QueryTile* __restrict__ ti
 #pragma unroll
     for (int i = 0; i < DPL; i++) acc[qq][i] = 0.0f;
   }
-  for (int k0 = lo; k0 < hi; k0 += kFlashKeys) {
+  for (int k0 = lo / kFlashKeys * kFlashKeys; k0 < hi; k0 += kFlashKeys) {
     __syncthreads();  // the previous tile is used up (and the queries are in place)
     for (int e = tid; e < kFlashKeys * D; e += kFlashWarps * 32) {
       const int r = e / D, d = e % D, j = k0 + r;
-      ks[r][d] = j < hi ? h2f(kv_row(kv, pages, a.layer, 0, kv_head, j)[d]) : 0.0f;
-      vs[r][d] = j < hi ? h2f(kv_row(kv, pages, a.layer, 1, kv_head, j)[d]) : 0.0f;
+      const bool in = j >= lo && j < hi;  // (no query of the tile sees a key before lo)
+      ks[r][d] = in ? h2f(kv_row(kv, pages, a.layer, 0, kv_head, j)[d]) : 0.0f;
+      vs[r][d] = in ? h2f(kv_row(kv, pages, a.layer, 1, kv_head, j)[d]) : 0.0f;
     }
     __syncthreads();
     const int j = k0 + lane;  // this lane's key
@@ -183,7 +188,7 @@ void write_kv(const KvPages& kv, int layer, const StepTokens& t, const float* k,
 }
 
 void attention_decode(const AttentionArgs& a, int splits, float* partial, cudaStream_t s) {
-  const dim3 grid(a.heads, a.t.tokens, splits), block(32, kDecodeWarps);
+  const dim3 grid(a.heads, a.row_count, splits), block(32, kDecodeWarps);
   switch (a.head_dim / 32) {
     case 1: LM_LAUNCH(decode_kernel<1>, grid, block, s)(a, partial); break;
     case 2: LM_LAUNCH(decode_kernel<2>, grid, block, s)(a, partial); break;
@@ -191,7 +196,7 @@ void attention_decode(const AttentionArgs& a, int splits, float* partial, cudaSt
     case 8: LM_LAUNCH(decode_kernel<8>, grid, block, s)(a, partial); break;
     default: throw Error("CUDA attention: head_dim " + std::to_string(a.head_dim) + " is not 32, 64, 128 or 256");
   }
-  LM_LAUNCH(combine_kernel, dim3(a.heads, a.t.tokens), 128, s)(a, splits, partial);
+  LM_LAUNCH(combine_kernel, dim3(a.heads, a.row_count), 128, s)(a, splits, partial);
   check_launch("attention (decode)");
 }
 

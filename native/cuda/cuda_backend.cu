@@ -76,7 +76,7 @@ constexpr int kMaxStepTokens = 65535;
 // The arrays a step describes itself with, laid out one after another in one device
 // buffer (and a pinned host twin), so one copy moves them all.
 struct StepLayout {
-  size_t ids, positions, sequence, page_table, cos_sin, logit_rows, tiles, end;
+  size_t ids, positions, sequence, page_table, cos_sin, logit_rows, tiles, decode_rows, end;
 };
 
 class CudaBackend : public Backend {
@@ -168,19 +168,23 @@ class CudaBackend : public Backend {
     for (int e = 0; e < b.entries; e++) decode_ = decode_ && b.entry_tokens[e] == 1;
     flash_ = !decode_ && D <= 128;
 
-    // The step's arrays, staged on the host and copied at once.
+    // The step's arrays, staged on the host and copied at once. Attention: the tokens of
+    // entries of more than one token in flash attention tiles (head_dim <= 128), every
+    // other token through the split-KV kernels; the choice is made per entry, so that an
+    // entry's result never depends on the rest of the batch.
     std::vector<gpu::QueryTile> tiles;
+    std::vector<int> decode_rows;
     int longest = 0;
     for (int t = 0; t < T; t++) longest = std::max(longest, b.positions[t] + 1);
-    if (flash_) {
-      int first = 0;
-      for (int e = 0; e < b.entries; e++) {
+    for (int e = 0, first = 0; e < b.entries; first += b.entry_tokens[e], e++) {
+      if (flash_ && b.entry_tokens[e] > 1)
         for (int j = 0; j < b.entry_tokens[e]; j += gpu::kFlashQueries)
           tiles.push_back({first + j, std::min(gpu::kFlashQueries, b.entry_tokens[e] - j)});
-        first += b.entry_tokens[e];
-      }
+      else
+        for (int j = 0; j < b.entry_tokens[e]; j++) decode_rows.push_back(first + j);
     }
     tile_count_ = static_cast<int>(tiles.size());
+    decode_count_ = static_cast<int>(decode_rows.size());
     StepLayout& L = layout_;
     auto align = [](size_t at) { return (at + 255) / 256 * 256; };
     L.ids = 0;
@@ -190,7 +194,8 @@ class CudaBackend : public Backend {
     L.cos_sin = align(L.page_table + static_cast<size_t>(b.entries) * table_stride_ * 4);
     L.logit_rows = align(L.cos_sin + static_cast<size_t>(T) * D * 4);
     L.tiles = align(L.logit_rows + std::max(b.logit_count, 1) * 4);
-    L.end = align(L.tiles + std::max(tile_count_, 1) * sizeof(gpu::QueryTile));
+    L.decode_rows = align(L.tiles + std::max(tile_count_, 1) * sizeof(gpu::QueryTile));
+    L.end = align(L.decode_rows + std::max(decode_count_, 1) * 4);
     if (step_.reserve(L.end, "the step's arrays")) drop_graphs();
     // (the previous step has ended: no copy from this buffer is in flight)
     char* h = upload_.reserve(L.end);
@@ -207,6 +212,7 @@ class CudaBackend : public Backend {
     std::memcpy(h + L.cos_sin, b.cos_sin, static_cast<size_t>(T) * D * 4);
     if (b.logit_count > 0) std::memcpy(h + L.logit_rows, b.logit_rows, b.logit_count * 4);
     if (tile_count_ > 0) std::memcpy(h + L.tiles, tiles.data(), tile_count_ * sizeof(gpu::QueryTile));
+    if (decode_count_ > 0) std::memcpy(h + L.decode_rows, decode_rows.data(), decode_count_ * 4);
     gpu::copy_to_device(step_.data, h, L.end, stream_);
 
     // Scratch of the kernels: the int8 activations of an EXL2 linear (one at a time: the
@@ -217,9 +223,9 @@ class CudaBackend : public Backend {
     moved |= act_scale_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     moved |= act_sum_.reserve(std::max<size_t>(4, static_cast<size_t>(T) * max_segments_ * 4), "EXL2 activations");
     splits_ = decode_ ? context_splits_ : (longest + gpu::kSplitPositions - 1) / gpu::kSplitPositions;
-    if (!flash_) {
+    if (decode_count_ > 0) {
       const size_t per_token = static_cast<size_t>(o_.shape.heads) * splits_ * (D + 2) * 4;
-      split_tokens_ = static_cast<int>(std::clamp<size_t>(kPartialBytes / per_token, 1, T));
+      split_tokens_ = static_cast<int>(std::clamp<size_t>(kPartialBytes / per_token, 1, decode_count_));
       moved |= partial_.reserve(split_tokens_ * per_token, "attention scratch");
     }
     if (moved) drop_graphs();
@@ -350,18 +356,13 @@ class CudaBackend : public Backend {
     a.q = c.q;
     a.out = c.out;
     a.t = tokens();
-    if (flash_) gpu::attention_prefill(a, step_at<gpu::QueryTile>(layout_.tiles), tile_count_, stream_);
-    else
-      for (int t0 = 0; t0 < batch_.tokens; t0 += split_tokens_) {  // in parts that fit the scratch
-        gpu::AttentionArgs part = a;
-        const int64_t row = static_cast<int64_t>(t0) * c.heads * c.head_dim;
-        part.q = c.q + row;
-        part.out = c.out + row;
-        part.t.tokens = std::min(split_tokens_, batch_.tokens - t0);
-        part.t.positions += t0;
-        part.t.sequence += t0;
-        gpu::attention_decode(part, splits_, static_cast<float*>(partial_.data), stream_);
-      }
+    if (tile_count_ > 0) gpu::attention_prefill(a, step_at<gpu::QueryTile>(layout_.tiles), tile_count_, stream_);
+    for (int r0 = 0; r0 < decode_count_; r0 += split_tokens_) {  // in parts that fit the scratch
+      gpu::AttentionArgs part = a;
+      part.rows = step_at<int>(layout_.decode_rows) + r0;
+      part.row_count = std::min(split_tokens_, decode_count_ - r0);
+      gpu::attention_decode(part, splits_, static_cast<float*>(partial_.data), stream_);
+    }
   }
   void swiglu(float* gate, const float* up, int64_t n) override { gpu::swiglu(gate, up, n, stream_); }
   void add(float* x, const float* y, int64_t n) override { gpu::add(x, y, n, stream_); }
@@ -424,7 +425,7 @@ class CudaBackend : public Backend {
   StepBatch batch_;
   StepLayout layout_{};
   bool decode_ = false, flash_ = false;
-  int tile_count_ = 0, splits_ = 1, split_tokens_ = 1;
+  int tile_count_ = 0, decode_count_ = 0, splits_ = 1, split_tokens_ = 1;
 
   bool graphs_enabled_ = true, capturing_ = false;
   gpu::Graph* replay_ = nullptr;

@@ -48,8 +48,10 @@ struct DenseWeight {
   DType dtype = DType::F32;
   int64_t n = 0, k = 0;
 };
-// y = x W^T (+ bias): a row-parallel kernel for m <= 8 (and for F32 weights), tensor cores
-// (f16/bf16 mma, activations rounded to the weight's type) above.
+// y = x W^T (+ bias): tensor cores for F16/BF16 weights with k % 16 == 0 (f16/bf16 mma,
+// activations rounded to the weight's type), else a row-parallel kernel, whatever m: a
+// row's result never depends on the other rows. dense_matmul_kernel picks the kernel (for
+// tests that want both).
 void dense_matmul(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy, const float* bias,
                   cudaStream_t s);
 void dense_matmul_kernel(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
@@ -110,17 +112,23 @@ struct AttentionArgs {
   const float* q = nullptr;  // [tokens, heads * head_dim]
   float* out = nullptr;
   StepTokens t;
+  // The split-KV kernels' queries: the tokens rows[0, row_count).
+  const int* rows = nullptr;
+  int row_count = 0;
 };
 #if defined(LAMINATE_CUDA_SIM)
 inline void device_pointers(const AttentionArgs& a, const PointerVisit& f) {
-  device_pointers(a.kv, f), device_pointers(a.t, f), f(a.q), f(a.out);
+  device_pointers(a.kv, f), device_pointers(a.t, f), f(a.q), f(a.out), f(a.rows);
 }
 #endif
 constexpr int kSplitPositions = 256;  // positions per split of the decode kernel
-// Split-KV decode: splits * kSplitPositions must cover the longest sequence. partial holds
-// tokens * heads * splits * (head_dim + 2) floats.
+// Split-KV decode, for the tokens a.rows: splits * kSplitPositions must cover the longest
+// sequence. partial holds row_count * heads * splits * (head_dim + 2) floats. A token's
+// result does not depend on splits (past the ones its positions need) or on the other rows.
 void attention_decode(const AttentionArgs& a, int splits, float* partial, cudaStream_t s);
 // Flash attention over query tiles (tiles of at most kFlashQueries tokens, head_dim <= 128).
+// Key tiles are aligned to multiples of 32 positions, so a query's result does not depend
+// on the tile it is in (on how its sequence's tokens were split into steps).
 constexpr int kFlashQueries = 16;
 void attention_prefill(const AttentionArgs& a, const QueryTile* tiles, int tile_count, cudaStream_t s);
 

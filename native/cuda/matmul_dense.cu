@@ -1,7 +1,9 @@
-// Dense matmul y = x W^T on the GPU, W [n, k] in F32, F16 or BF16. Few rows (decode): one
-// warp per output column reads its weight row once for all rows. Many rows, F16/BF16:
-// tensor cores (mma.m16n8k16, float accumulation), activations rounded to the weight's
-// 16-bit type as they are loaded.
+// Dense matmul y = x W^T on the GPU, W [n, k] in F32, F16 or BF16. F16/BF16 (k a multiple
+// of 16): tensor cores (mma.m16n8k16, float accumulation) for any number of rows,
+// activations rounded to the weight's 16-bit type as they are loaded. F32 (or k not a
+// multiple of 16): a row kernel, one warp per output column reading its weight row once
+// for up to 8 rows, in float32.
+// Either way a row's result does not depend on the other rows or on how many there are.
 #include "kernels.h"
 #include "runtime.h"
 
@@ -77,8 +79,20 @@ __global__ void rows_kernel(DenseWeight w, const float* __restrict__ x, int64_t 
   }
 }
 
-// Tensor cores: a warp computes 32 rows x 32 columns (2 x 4 tiles of 16 x 8), k in steps of 16.
-constexpr int kTilesM = 2, kTilesN = 4, kMmaWarps = 4;
+// Tensor cores (mma.m16n8k16, float accumulation), activations rounded to the weight's
+// 16-bit type as they are loaded. A block computes a tile of 16 TM rows x 8 TN columns with
+// one warp per slice of k; a warp chains its mma over its slice, 32 inputs at a time, and
+// warp 0 adds the slices' partial sums in slice order. The slices depend on k alone and a
+// row's sums never meet another row's, so every output is the same whatever the number of
+// rows and the tile shape: few rows (decode) take small tiles, for enough blocks to stream
+// the weights at full bandwidth; many rows take large ones, for reuse.
+//
+// Within 32 inputs at c, lane 4 g + t reads inputs c + 8 t .. c + 8 t + 7 of weight row g
+// in one 16-byte load; the first mma takes the first four of them, the second the last
+// four (as the k indices 2 t, 2 t + 1 and 8 + 2 t, 8 + 2 t + 1 of its fragments), and the
+// activations are read at the same inputs. A last 16 inputs (k % 32 == 16) are read four
+// per lane, at c + 4 t.
+constexpr int kMaxSlices = 8, kSliceMin = 512;
 
 template <bool Bf16>
 LM_DEVICE uint32_t pack2(float lo, float hi) {
@@ -86,41 +100,110 @@ LM_DEVICE uint32_t pack2(float lo, float hi) {
   return static_cast<uint32_t>(a) | static_cast<uint32_t>(b) << 16;
 }
 
-template <bool Bf16>
-__global__ void mma_kernel(DenseWeight w, const float* __restrict__ x, int m, int64_t ldx, float* __restrict__ y,
-                           int64_t ldy, const float* __restrict__ bias) {
-  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + threadIdx.y) * 8 * kTilesN;
-  if (col0 >= w.n) return;
-  const int row0 = blockIdx.y * 16 * kTilesM;
-  const uint16_t* wt = static_cast<const uint16_t*>(w.data);
-  float acc[kTilesM][kTilesN][4] = {};
-  for (int64_t k0 = 0; k0 < w.k; k0 += 16) {
-    uint32_t af[kTilesM][4];
+// One mma step: the A fragments of TM row tiles from inputs at in (in + 2 for the second
+// half of k), the B fragments of TN column tiles given.
+template <bool Bf16, int TM, int TN>
+LM_DEVICE void mma_step(float (&acc)[TM][TN][4], const float* __restrict__ x, int m, int64_t ldx, int row0, int g,
+                        int64_t in, const uint32_t (&bf)[TN][2]) {
+  uint32_t af[TM][4];
 #pragma unroll
-    for (int mt = 0; mt < kTilesM; mt++)
+  for (int mt = 0; mt < TM; mt++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int row = row0 + mt * 16 + g + (i & 1) * 8;
-        const int64_t col = k0 + 2 * t + (i >> 1) * 8;
-        af[mt][i] = row < m ? pack2<Bf16>(x[row * ldx + col], x[row * ldx + col + 1]) : 0u;
-      }
-#pragma unroll
-    for (int nt = 0; nt < kTilesN; nt++) {
-      const int64_t n = col0 + nt * 8 + g;
-      uint32_t bf[2] = {0u, 0u};
-      if (n < w.n) {
-        bf[0] = *reinterpret_cast<const uint32_t*>(wt + n * w.k + k0 + 2 * t);
-        bf[1] = *reinterpret_cast<const uint32_t*>(wt + n * w.k + k0 + 8 + 2 * t);
-      }
-#pragma unroll
-      for (int mt = 0; mt < kTilesM; mt++) mma_16x8x16<Bf16>(acc[mt][nt], af[mt], bf, acc[mt][nt]);
+    for (int i = 0; i < 4; i++) {
+      const int row = row0 + mt * 16 + g + (i & 1) * 8;
+      const int64_t at = in + (i >> 1) * 2;
+      af[mt][i] = row < m ? pack2<Bf16>(x[row * ldx + at], x[row * ldx + at + 1]) : 0u;
     }
+#pragma unroll
+  for (int nt = 0; nt < TN; nt++)
+#pragma unroll
+    for (int mt = 0; mt < TM; mt++) mma_16x8x16<Bf16>(acc[mt][nt], af[mt], bf[nt], acc[mt][nt]);
+}
+
+template <bool Bf16, int TM, int TN>
+__global__ void mma_kernel(DenseWeight w, const float* __restrict__ x, int m, int64_t ldx, float* __restrict__ y,
+                           int64_t ldy, const float* __restrict__ bias, int64_t slice) {
+  const int lane = threadIdx.x, warp = threadIdx.y, g = lane / 4, t = lane % 4;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * 8 * TN;
+  const int row0 = blockIdx.y * 16 * TM;
+  const uint16_t* wt = static_cast<const uint16_t*>(w.data);
+  const int64_t k0 = warp * slice, k1 = k0 + slice < w.k ? k0 + slice : w.k;
+  float acc[TM][TN][4] = {};
+  int64_t c = k0;
+#pragma unroll 2
+  for (; c + 32 <= k1; c += 32) {
+    uint4 wv[TN];
+#pragma unroll
+    for (int nt = 0; nt < TN; nt++) {
+      const int64_t n = col0 + nt * 8 + g;
+      wv[nt] = {0u, 0u, 0u, 0u};
+      if (n < w.n) wv[nt] = *reinterpret_cast<const uint4*>(wt + n * w.k + c + 8 * t);
+    }
+    uint32_t bf[TN][2];
+#pragma unroll
+    for (int nt = 0; nt < TN; nt++) bf[nt][0] = wv[nt].x, bf[nt][1] = wv[nt].y;
+    mma_step<Bf16>(acc, x, m, ldx, row0, g, c + 8 * t, bf);
+#pragma unroll
+    for (int nt = 0; nt < TN; nt++) bf[nt][0] = wv[nt].z, bf[nt][1] = wv[nt].w;
+    mma_step<Bf16>(acc, x, m, ldx, row0, g, c + 8 * t + 4, bf);
+  }
+  if (c < k1) {  // the last 16 inputs
+    uint32_t bf[TN][2];
+#pragma unroll
+    for (int nt = 0; nt < TN; nt++) {
+      const int64_t n = col0 + nt * 8 + g;
+      bf[nt][0] = bf[nt][1] = 0u;
+      if (n < w.n) {
+        const uint32_t* p = reinterpret_cast<const uint32_t*>(wt + n * w.k + c + 4 * t);
+        bf[nt][0] = p[0], bf[nt][1] = p[1];
+      }
+    }
+    mma_step<Bf16>(acc, x, m, ldx, row0, g, c + 4 * t, bf);
+  }
+  // The slices' partial sums, added in slice order by warp 0.
+  constexpr int kAcc = TM * TN * 4;
+  __shared__ float partial[kMaxSlices - 1][kAcc][32];
+  if (blockDim.y > 1) {
+    if (warp > 0)
+#pragma unroll
+      for (int mt = 0; mt < TM; mt++)
+#pragma unroll
+        for (int nt = 0; nt < TN; nt++)
+#pragma unroll
+          for (int i = 0; i < 4; i++) partial[warp - 1][(mt * TN + nt) * 4 + i][lane] = acc[mt][nt][i];
+    __syncthreads();
+    if (warp > 0) return;
+    for (int s = 1; s < static_cast<int>(blockDim.y); s++)
+#pragma unroll
+      for (int mt = 0; mt < TM; mt++)
+#pragma unroll
+        for (int nt = 0; nt < TN; nt++)
+#pragma unroll
+          for (int i = 0; i < 4; i++) acc[mt][nt][i] += partial[s - 1][(mt * TN + nt) * 4 + i][lane];
   }
 #pragma unroll
-  for (int mt = 0; mt < kTilesM; mt++)
+  for (int mt = 0; mt < TM; mt++)
 #pragma unroll
-    for (int nt = 0; nt < kTilesN; nt++) store_mma_tile(acc[mt][nt], lane, row0 + mt * 16, col0 + nt * 8, m, w.n, y, ldy, bias);
+    for (int nt = 0; nt < TN; nt++) store_mma_tile(acc[mt][nt], lane, row0 + mt * 16, col0 + nt * 8, m, w.n, y, ldy, bias);
+}
+
+template <bool Bf16, int TM, int TN>
+void launch_mma(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy, const float* bias,
+                cudaStream_t s) {
+  // Slices of k: a multiple of 32 inputs each, at least kSliceMin, at most kMaxSlices of them.
+  int64_t slices = w.k / kSliceMin;
+  slices = slices < 1 ? 1 : slices > kMaxSlices ? kMaxSlices : slices;
+  const int64_t slice = ((w.k + slices - 1) / slices + 31) / 32 * 32;
+  slices = (w.k + slice - 1) / slice;
+  const dim3 grid(static_cast<unsigned>((w.n + 8 * TN - 1) / (8 * TN)), static_cast<unsigned>((m + 16 * TM - 1) / (16 * TM)));
+  auto kernel = mma_kernel<Bf16, TM, TN>;
+  LM_LAUNCH(kernel, grid, dim3(32, static_cast<unsigned>(slices)), s)(w, x, m, ldx, y, ldy, bias, slice);
+}
+
+template <bool Bf16>
+void mma(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy, const float* bias, cudaStream_t s) {
+  if (m <= 16) launch_mma<Bf16, 1, 1>(w, x, m, ldx, y, ldy, bias, s);
+  else launch_mma<Bf16, 2, 4>(w, x, m, ldx, y, ldy, bias, s);
 }
 
 template <int DT, int M>
@@ -145,10 +228,8 @@ void rows(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, in
 void dense_matmul_kernel(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
                          const float* bias, bool tensor_cores, cudaStream_t s) {
   if (tensor_cores && w.dtype != DType::F32 && w.k % 16 == 0) {
-    const unsigned blocks = static_cast<unsigned>((w.n + 8 * kTilesN * kMmaWarps - 1) / (8 * kTilesN * kMmaWarps));
-    const unsigned row_tiles = static_cast<unsigned>((m + 16 * kTilesM - 1) / (16 * kTilesM));
-    if (w.dtype == DType::BF16) LM_LAUNCH(mma_kernel<true>, dim3(blocks, row_tiles), dim3(32, kMmaWarps), s)(w, x, m, ldx, y, ldy, bias);
-    else LM_LAUNCH(mma_kernel<false>, dim3(blocks, row_tiles), dim3(32, kMmaWarps), s)(w, x, m, ldx, y, ldy, bias);
+    if (w.dtype == DType::BF16) mma<true>(w, x, m, ldx, y, ldy, bias, s);
+    else mma<false>(w, x, m, ldx, y, ldy, bias, s);
   } else if (w.dtype == DType::F32) {
     rows<0>(w, x, m, ldx, y, ldy, bias, s);
   } else if (w.dtype == DType::F16) {
@@ -161,7 +242,9 @@ void dense_matmul_kernel(const DenseWeight& w, const float* x, int m, int64_t ld
 
 void dense_matmul(const DenseWeight& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy, const float* bias,
                   cudaStream_t s) {
-  dense_matmul_kernel(w, x, m, ldx, y, ldy, bias, m > 8, s);
+  // One kernel per weight whatever the number of rows, so that a row's result does not
+  // depend on the batch: tensor cores for F16/BF16 (k a multiple of 16), else the row kernel.
+  dense_matmul_kernel(w, x, m, ldx, y, ldy, bias, true, s);
 }
 
 }  // namespace laminate::gpu
