@@ -45,7 +45,18 @@ const untimed = (fn) => {
   }
 };
 try {
-  const detail = await target({ rng, cache, work, log: (line) => log.push(line), start, untimed });
+  const detail = await target({
+    rng,
+    cache,
+    work,
+    // (also written at once, so that a crash shows what the attempt was doing)
+    log: (line) => {
+      log.push(line);
+      process.stderr.write(`${line.slice(0, 2000)}\n`);
+    },
+    start,
+    untimed,
+  });
   result = { outcome: 'success', detail: String(detail ?? '').slice(0, 300) };
 } catch (e) {
   result = e instanceof Wrong ? { outcome: 'wrong', detail: e.message.slice(0, 500) } : classify(e);

@@ -346,7 +346,7 @@ export async function mergeConfigs({ rng, cache, work, log, start, untimed }) {
   const inputs = [cache.demo, cache.mergeB, cache.mergeC];
   const before = inputs.map(digest);
   const config = randomMergeConfig(rng, inputs);
-  log(JSON.stringify(config).slice(0, 400));
+  log(JSON.stringify(config));
   // the output: usually new; sometimes a file, a full directory, an input or a place that cannot be written
   let out = join(work, 'out');
   let guarded; // something that must survive a refused merge

@@ -95,7 +95,10 @@ function breadcrumbsMask(d: number[], density: number, gamma: number): boolean[]
   let bottom = n - Math.trunc(density * n) - top;
   if (bottom < 0) (top += bottom), (bottom = 0);
   const ascending = d.map((_, i) => i).sort((i, j) => Math.abs(d[i]!) - Math.abs(d[j]!) || j - i);
-  const keep = new Set(top === 0 ? [] : ascending.slice(bottom, n - top));
+  // mergekit slices sorted[bottom:-top] in Python: -0 ends at 0, and a negative top (density
+  // above 1, gamma below 0) ends at |top|
+  const end = top > 0 ? n - top : Math.min(-top, n);
+  const keep = new Set(ascending.slice(Math.min(bottom, n), Math.max(end, Math.min(bottom, n))));
   return d.map((_, i) => keep.has(i));
 }
 
@@ -197,6 +200,26 @@ describe('methods', () => {
       const d = taskVector(a!, base!, name);
       const keep = breadcrumbsMask(d, 0.5, 0.1);
       for (let i = 0; i < d.length; i++) expect(t.values[i]).toBe(f32(x0[i]! + (keep[i] ? d[i]! : 0)));
+    }
+  });
+
+  it('breadcrumbs past the usual ranges (density above 1, gamma below 0) slices as mergekit does', async () => {
+    const [base, a] = models['F32']!;
+    for (const [density, gamma] of [[1.5, 0.01], [2, 0.2], [0.5, -0.2], [1, 0]]) {
+      const { tensors } = await runMerge({ merge_method: 'breadcrumbs', base_model: base!.dir, models: [{ model: a!.dir, parameters: { weight: 1, density, gamma } }] });
+      for (const [name, t] of tensors) {
+        const x0 = base!.tensors.get(name)!.values;
+        const d = taskVector(a!, base!, name);
+        const keep = breadcrumbsMask(d, density!, gamma!);
+        for (let i = 0; i < d.length; i++) expect(t.values[i], `${name}[${i}], density ${density}, gamma ${gamma}`).toBe(f32(x0[i]! + (keep[i] ? d[i]! : 0)));
+      }
+    }
+  });
+
+  it('a negative density is an error for ties and dare, not a crash', async () => {
+    const [base, a] = models['F32']!;
+    for (const method of ['ties', 'dare_ties']) {
+      await expect(runMerge({ merge_method: method, base_model: base!.dir, models: [{ model: a!.dir, parameters: { weight: 1, density: -0.5 } }] })).rejects.toThrow(/density/);
     }
   });
 

@@ -12,6 +12,7 @@
 
 #include "../core/error.h"
 #include "../core/mapped_file.h"
+#include "../core/utf8_file.h"
 #include "../exl2/loader.h"
 #include "numerics.h"
 
@@ -36,7 +37,7 @@ size_t element_count(const std::vector<int64_t>& shape) {
 class Output {
  public:
   explicit Output(const std::string& path) : path_(path) {
-    file_ = std::fopen(path.c_str(), "wb");
+    file_ = fopen_utf8(path, "wb");
     if (!file_) throw Error(path + ": cannot create: " + std::strerror(errno));
     std::setvbuf(file_, nullptr, _IOFBF, 8 << 20);
   }
@@ -189,7 +190,9 @@ class TensorMerger {
     const size_t n = delta.size();
     std::vector<uint8_t> keep(n, 1);
     if (t_.sparsify == Sparsify::None || (t_.sparsify != Sparsify::MagnitudeOutliers && in.density >= 1.0)) return keep;
+    if (!std::isfinite(in.density) || !std::isfinite(in.gamma)) throw Error("tensor '" + t_.name + "': density and gamma must be finite numbers");
     if (t_.sparsify == Sparsify::Random) {
+      if (in.density < 0) throw Error("tensor '" + t_.name + "': density " + std::to_string(in.density) + " is negative");
       const float p = r(static_cast<float>(in.density));
       std::uniform_real_distribution<float> u(0.0f, 1.0f);
       for (size_t i = 0; i < n; i++) keep[i] = u(rng_) < p;
@@ -204,7 +207,7 @@ class TensorMerger {
     };
     std::fill(keep.begin(), keep.end(), 0);
     if (t_.sparsify == Sparsify::Magnitude) {
-      const size_t k = static_cast<size_t>(in.density * static_cast<double>(n));
+      const size_t k = in.density > 0 ? static_cast<size_t>(in.density * static_cast<double>(n)) : 0;
       if (k == 0) throw Error("tensor '" + t_.name + "': density " + std::to_string(in.density) + " keeps no element");
       std::nth_element(order.begin(), order.begin() + (n - k), order.end(), ascending);
       for (size_t j = n - k; j < n; j++) keep[order[j]] = 1;
@@ -218,9 +221,14 @@ class TensorMerger {
       n_top += n_bot;
       n_bot = 0;
     }
-    if (n_top == 0) return keep;  // mergekit's slice [n_bot:-0] keeps nothing
+    // mergekit keeps sorted[n_bot:-n_top], with Python's slicing: -0 ends at 0 (nothing is
+    // kept), and a negative n_top (density above 1, or gamma below 0) ends at |n_top|
+    const int64_t count = static_cast<int64_t>(n);
+    const int64_t begin = std::min(n_bot, count);
+    const int64_t end = n_top > 0 ? count - n_top : std::min(-n_top, count);
+    if (end <= begin) return keep;
     std::sort(order.begin(), order.end(), ascending);
-    for (int64_t j = n_bot; j < static_cast<int64_t>(n) - n_top; j++) keep[order[j]] = 1;
+    for (int64_t j = begin; j < end; j++) keep[order[j]] = 1;
     return keep;
   }
 
