@@ -138,6 +138,19 @@ describe('chat template budget', () => {
     expect(() => render("{{ raise_exception('no system messages') }}")).toThrow('no system messages');
     expect(() => render('{% if %}')).toThrow(/does not parse/);
   });
+
+  it('says a template that stops inside a tag does not parse, without the parser\'s internal error', () => {
+    for (const source of ['{% for m in messages %}', "{%- if messages[0]['role'] == 'system' %}{%- set s = messages[", '{{ messages', '{% if true %}x']) {
+      let message = '';
+      try {
+        render(source);
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message, source).toMatch(/^does not parse/);
+      expect(message, source).not.toMatch(/Cannot read properties|undefined/);
+    }
+  });
 });
 
 describe.skipIf(!haveFixtures)('caller strings stay plain text (Mistral v0.3 tokenizer)', () => {

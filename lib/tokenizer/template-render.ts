@@ -226,7 +226,10 @@ function compile(source: string): Template {
     try {
       t = new jinja.Template(source) as Template;
     } catch (e) {
-      throw new Error(`does not parse: ${(e as Error).message}`, { cause: e });
+      // The parser's own errors say what it expected; a TypeError is it running off the end
+      // of a template whose block or expression is never closed.
+      const why = e instanceof TypeError ? 'it ends inside an unclosed tag, block or expression' : (e as Error).message;
+      throw new Error(`does not parse: ${why}`, { cause: e });
     }
     compiled.set(source, t);
   }
