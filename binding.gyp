@@ -7,28 +7,45 @@
     "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fexceptions", "-Wall", "-Wno-unused-parameter"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
     "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-    "xcode_settings": {"GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17"},
-    "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1}}
+    "xcode_settings": {
+      "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+      "GCC_ENABLE_CPP_RTTI": "YES",
+      "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+      "OTHER_CPLUSPLUSFLAGS": ["-fno-math-errno", "-Wall", "-Wno-unused-parameter"]
+    },
+    "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1, "RuntimeTypeInfo": "true", "AdditionalOptions": ["/utf-8"]}}
   },
   "targets": [
     {
-      "target_name": "laminate_avx2",
-      "type": "static_library",
-      "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx2.sources.join(' ')\")"],
-      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx2.flags.join(' ')\")"]
-    },
-    {
-      "target_name": "laminate_avx512",
-      "type": "static_library",
-      "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512.sources.join(' ')\")"],
-      "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"]
-    },
-    {
       "target_name": "laminate",
-      "dependencies": ["laminate_avx2", "laminate_avx512"],
       "sources": ["<!@(node -p \"require('./native/sources.json').common.join(' ')\")"],
       "cflags": ["-pthread"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "conditions": [
+        ["target_arch=='x64'", {"dependencies": ["laminate_avx2", "laminate_avx512"]}]
+      ]
     }
+  ],
+  "conditions": [
+    ["target_arch=='x64'", {
+      "targets": [
+        {
+          "target_name": "laminate_avx2",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx2.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx2.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx2.flags.join(' ')\")"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx2.msvcFlags.join(' ')\")"]}}
+        },
+        {
+          "target_name": "laminate_avx512",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx512.msvcFlags.join(' ')\")"]}}
+        }
+      ]
+    }]
   ]
 }

@@ -12,8 +12,22 @@ static inline void cpu_relax() { _mm_pause(); }
 static inline void cpu_relax() {}
 #endif
 
+// Physical cores: Linux reads the affinity mask and /sys topology, macOS asks sysctl,
+// Windows asks GetLogicalProcessorInformationEx; anything else takes the logical count.
 #ifdef __linux__
 #include <sched.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#elif defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <vector>
 #endif
 
 namespace laminate {
@@ -113,6 +127,28 @@ int default_thread_count() {
     }
     if (!cores.empty()) return static_cast<int>(cores.size());
     if (allowed > 0) return allowed;
+  }
+#elif defined(__APPLE__)
+  int physical = 0;
+  size_t size = sizeof physical;
+  if (sysctlbyname("hw.physicalcpu", &physical, &size, nullptr, 0) == 0 && physical > 0 && physical <= logical)
+    return physical;
+#elif defined(_WIN32)
+  DWORD bytes = 0;
+  GetLogicalProcessorInformationEx(RelationProcessorCore, nullptr, &bytes);
+  if (bytes > 0) {
+    std::vector<unsigned char> buffer(bytes);
+    auto* info = reinterpret_cast<SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX*>(buffer.data());
+    if (GetLogicalProcessorInformationEx(RelationProcessorCore, info, &bytes)) {
+      int physical = 0;
+      for (DWORD at = 0; at < bytes;) {
+        auto* entry = reinterpret_cast<SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX*>(buffer.data() + at);
+        if (entry->Size == 0) break;
+        if (entry->Relationship == RelationProcessorCore) physical++;
+        at += entry->Size;
+      }
+      if (physical > 0 && physical <= logical) return physical;
+    }
   }
 #endif
   return logical;

@@ -6,12 +6,24 @@
 
 #include "kernels.h"
 
+// The AVX2 and AVX-512 kernel files are built for x86-64 only (binding.gyp and
+// CMakeLists.txt leave them out elsewhere, e.g. on arm64); there the CPU reports neither
+// instruction set, so only the scalar kernels are ever picked.
+#if defined(__x86_64__) || defined(_M_X64)
+#define LAMINATE_X86_KERNELS 1
+#endif
+
 namespace laminate {
 
 static MatmulDenseFn pick_dense(Isa isa) {
   switch (isa) {
+#ifdef LAMINATE_X86_KERNELS
     case Isa::Avx512: return matmul_dense_avx512;
     case Isa::Avx2: return matmul_dense_avx2;
+#else
+    case Isa::Avx512:
+    case Isa::Avx2:
+#endif
     case Isa::Scalar: break;
   }
   return matmul_dense_scalar;
@@ -19,8 +31,13 @@ static MatmulDenseFn pick_dense(Isa isa) {
 
 MatmulExl2Fn pick_exl2(Isa isa) {
   switch (isa) {
+#ifdef LAMINATE_X86_KERNELS
     case Isa::Avx512: return matmul_exl2_avx512;
     case Isa::Avx2: return matmul_exl2_avx2;
+#else
+    case Isa::Avx512:
+    case Isa::Avx2:
+#endif
     case Isa::Scalar: break;
   }
   return matmul_exl2_scalar;

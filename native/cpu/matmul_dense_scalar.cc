@@ -1,6 +1,7 @@
 // Portable dense matmul: plain C++ over small fixed-size arrays (the compiler may use
 // the baseline vector instructions of the target).
 #include <cstdint>
+#include <cstring>
 
 #include "matmul_dense.h"
 
@@ -21,7 +22,7 @@ struct Scalar {
   }
   static V load_f32(const float* p) {
     V r;
-    for (int i = 0; i < W; i++) __builtin_memcpy(&r.v[i], p + i, 4);
+    for (int i = 0; i < W; i++) std::memcpy(&r.v[i], p + i, 4);
     return r;
   }
   // The scalar conversion of core/dtype.h: this file is built with the baseline flags.
@@ -30,7 +31,7 @@ struct Scalar {
     V r;
     for (int i = 0; i < W; i++) {
       uint16_t h;
-      __builtin_memcpy(&h, p + i, 2);
+      std::memcpy(&h, p + i, 2);
       r.v[i] = f16_scalar(h);
     }
     return r;
@@ -39,9 +40,9 @@ struct Scalar {
     V r;
     for (int i = 0; i < W; i++) {
       uint16_t h;
-      __builtin_memcpy(&h, p + i, 2);
+      std::memcpy(&h, p + i, 2);
       uint32_t bits = static_cast<uint32_t>(h) << 16;
-      __builtin_memcpy(&r.v[i], &bits, 4);
+      std::memcpy(&r.v[i], &bits, 4);
     }
     return r;
   }

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "../core/error.h"
+#include "../core/utf8_file.h"
 #include "../core/vector_clones.h"
 
 namespace laminate {
@@ -271,7 +272,7 @@ QuantizedLinear Calibration::quantize_head(const std::vector<QuantGroup>& layout
 
 void Calibration::save(const std::string& path) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  FILE* f = std::fopen(path.c_str(), "wb");
+  FILE* f = fopen_utf8(path, "wb");
   if (!f) throw Error(path + ": cannot write the calibration state");
   const int32_t header[6] = {0x4c41434c, rows_, length_, hidden_, next_layer_, next_block_};
   bool ok = std::fwrite(header, sizeof header, 1, f) == 1 && std::fwrite(x_.data(), sizeof(float), x_.size(), f) == x_.size();
@@ -281,7 +282,7 @@ void Calibration::save(const std::string& path) const {
 
 void Calibration::load(const std::string& path, int next_layer, int next_block) {
   std::lock_guard<std::mutex> lock(mutex_);
-  FILE* f = std::fopen(path.c_str(), "rb");
+  FILE* f = fopen_utf8(path, "rb");
   if (!f) throw Error(path + ": cannot read the calibration state");
   int32_t header[6];
   std::vector<float> x(x_.size());
