@@ -205,12 +205,12 @@ describe('methods', () => {
 
   it('breadcrumbs past the usual ranges (density above 1, gamma below 0) slices as mergekit does', async () => {
     const [base, a] = models['F32']!;
-    for (const [density, gamma] of [[1.5, 0.01], [2, 0.2], [0.5, -0.2], [1, 0]]) {
+    for (const [density, gamma] of [[1.5, 0.01], [2, 0.2], [0.5, -0.2], [1, 0]] as const) {
       const { tensors } = await runMerge({ merge_method: 'breadcrumbs', base_model: base!.dir, models: [{ model: a!.dir, parameters: { weight: 1, density, gamma } }] });
       for (const [name, t] of tensors) {
         const x0 = base!.tensors.get(name)!.values;
         const d = taskVector(a!, base!, name);
-        const keep = breadcrumbsMask(d, density!, gamma!);
+        const keep = breadcrumbsMask(d, density, gamma);
         for (let i = 0; i < d.length; i++) expect(t.values[i], `${name}[${i}], density ${density}, gamma ${gamma}`).toBe(f32(x0[i]! + (keep[i] ? d[i]! : 0)));
       }
     }
