@@ -1,7 +1,8 @@
 // Tokenization against ids from the official Hugging Face tokenizers (Rust) on the real
 // Mistral v0.3 tokenizer.json, plain vs parse special tokens, decoding, incremental
 // detokenization that never shows a broken character, long words cut before BPE with the
-// same tokens, and corrupt tokenizer.json files.
+// same tokens, the encoding fast paths (byte fallback, added-token splitting, post-processing)
+// with the same ids and tokens as the library alone, and corrupt tokenizer.json files.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import * as tokenizers from '@huggingface/tokenizers';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { Detokenizer, FormatError, Tokenizer } from '../lib/index.js';
+import { speedUpEncoding } from '../lib/tokenizer/fast-encoding.js';
 import { fixturesDir, fixturesSkipReason, haveFixtures, projectRoot } from './helpers/fixtures.js';
 
 interface Row {
@@ -30,6 +32,43 @@ function randomText(seed: number, length: number): string {
     s += String.fromCodePoint(lo + rand(hi - lo + 1));
   }
   return s.replace(/^\s+/, 'a');
+}
+
+/**
+ * Text for the encoding fast paths: CJK (and beyond the BMP), emoji sequences, other scripts,
+ * control characters, runs of newlines and spaces, characters only byte fallback can write
+ * (private use, unpaired surrogates), the text of added tokens whole and in part, and prose;
+ * `length` code points.
+ */
+function stressText(seed: number, length: number): string {
+  let x = seed;
+  const rand = (n: number) => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0), (x >>> 8) % n);
+  const cp = (lo: number, hi: number) => String.fromCodePoint(lo + rand(hi - lo + 1));
+  const pick = (list: string[]) => list[rand(list.length)]!;
+  const pieces = [
+    () => cp(0x4e00, 0x9fff),
+    () => cp(0x3040, 0x30ff) + cp(0xac00, 0xd7a3),
+    () => cp(0x20000, 0x2a6df),
+    () => cp(0x1f300, 0x1faff),
+    () => pick(['👩‍👩‍👧', '👍🏽', '🏳️‍🌈', '🇯🇵', '❤️', '🧑🏿‍🚀']),
+    () => cp(0x0400, 0x04ff) + cp(0x0370, 0x03ff) + cp(0x0600, 0x06ff) + cp(0x0900, 0x097f) + cp(0x0e00, 0x0e7f),
+    () => cp(0xc0, 0x24f),
+    () => cp(0, 0x1f) + cp(0x7f, 0x9f),
+    () => pick(['\u2028', '\u200d', '\ufeff', '\u00a0']),
+    () => '\n'.repeat(1 + rand(40)),
+    () => '\r\n'.repeat(1 + rand(4)),
+    () => ' '.repeat(1 + rand(40)),
+    () => '\t',
+    () => cp(0xe000, 0xf8ff),
+    () => cp(0xf0000, 0x10ffff),
+    () => String.fromCharCode(0xd800 + rand(0x800)), // unpaired, unless the next one pairs it
+    () => pick(['[INST]', '[/INST]', '</s>', '<s>', '<unk>', '[control_8]', '[TOOL_CALLS]', '[INS', '</', '<0x0A>', '▁', '▁▁']),
+    () => pick(['the quick brown fox ', 'straße über ', 'x=y+1;', 'jumpsoverthelazydog']),
+    () => String(rand(1e9)),
+  ];
+  const out: string[] = [];
+  while (out.length < length) out.push(...pieces[rand(pieces.length)]!());
+  return out.slice(0, length).join('');
 }
 
 describe.skipIf(!haveFixtures)('Mistral v0.3 tokenizer', () => {
@@ -135,6 +174,102 @@ describe.skipIf(!haveFixtures)('Mistral v0.3 tokenizer', () => {
     // runs around the length where words start being cut or merged here
     for (const c of [' ', 'a', '0', '\n', '=', '▁', 'ab', 'é', '中', '🎉'])
       for (const n of [128, 255, 256, 257, 300, 511, 512, 513, 1000, 1024, 1025]) same(`x${c.repeat(n)}y`);
+  });
+
+  /** The library as published, with none of laminate's speed-ups. */
+  let referenceTokenizer: tokenizers.Tokenizer | undefined;
+  const reference = (): tokenizers.Tokenizer => {
+    const dir = join(fixturesDir, 'mistral-7b-instruct-v0.3');
+    return (referenceTokenizer ??= new tokenizers.Tokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')), JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'))));
+  };
+
+  it('encodes every kind of text to the ids of the library alone, in both modes', () => {
+    const ref = reference();
+    const model = ref.model!;
+    // plain: the text as one section, as laminate gives it to the library's parts
+    const plainIds = (text: string) =>
+      text === '' ? [] : model._call(ref.pre_tokenizer!._call(text, { section_index: 0 })).map((t: string) => model.tokens_to_ids.get(t) ?? model.unk_token_id ?? 0);
+    const same = (text: string) => {
+      const label = JSON.stringify(text.slice(0, 60));
+      expect(tokenizer.encode(text, { addSpecialTokens: false }), label).toEqual(ref.encode(text, { add_special_tokens: false }).ids);
+      expect(tokenizer.encode(text, { specialTokens: 'plain', addSpecialTokens: false }), label).toEqual(plainIds(text));
+    };
+    // lengths around the cuts of long words (128, 256) and beyond
+    const lengths = [0, 1, 2, 3, 7, 31, 127, 128, 129, 255, 256, 257, 258, 300, 511, 512, 513, 1500];
+    for (let seed = 1; seed <= 12; seed++) for (const n of lengths) same(stressText(seed * 7919 + n, n));
+    // the kinds one at a time, long
+    for (const kind of ['東京都の天気は晴れです', '🎉👩‍👩‍👧', '\n', '\x01\x7f', 'аб', '\ud800', '\udc00x', '[INST]a</s>']) same(kind.repeat(2000));
+    // around 4096 tokens, where the model's tokens are gathered in chunks
+    for (const n of [4094, 4095, 4096, 8191, 8192]) same(`a${'\n'.repeat(n)}`);
+    // more sections (added tokens and the text between) than are joined at once
+    same(Array.from({ length: 5000 }, (_, i) => (i % 3 ? '[INST]' : `${i}東`)).join(''));
+  });
+
+  it('hands what it does not do fast back to the library, whose results it keeps', () => {
+    const dir = join(fixturesDir, 'mistral-7b-instruct-v0.3');
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- free-form edits of parsed JSON
+    type Json = Record<string, any>;
+    const published = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as Json;
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Json;
+    interface Internals {
+      model: ((words: string[]) => string[]) & object;
+      pre_tokenizer: ((text: string, options: object) => string[]) | null;
+      splitter_unnormalized: object;
+      encode(text: string, options?: object): unknown;
+    }
+    const variants: [string, (j: Json) => void][] = [
+      ['as published', () => {}],
+      // CJK, emoji and newlines lack a byte token: the unknown token, runs of it fused
+      ['without some byte tokens', (j) => ['<0xE5>', '<0xE6>', '<0xF0>', '<0x0A>'].forEach((t) => delete j['model'].vocab[t])],
+      ['without byte fallback', (j) => (j['model'].byte_fallback = false)],
+      // a token BPE makes is the unknown token: runs of it fused
+      ['with a common unknown token', (j) => (j['model'].unk_token = '▁the')],
+      // a post-processor that does more than pass the tokens through
+      ['with a template that repeats the text', (j) => (j['post_processor'].single = [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 1 } }])],
+      // SentencePiece style: a normalizer, no pre-tokenizer or post-processor, added tokens that
+      // strip whitespace, that match normalized text, and that start others
+      [
+        'normalizing and stripping',
+        (j) => {
+          j['normalizer'] = { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] };
+          j['pre_tokenizer'] = null;
+          j['post_processor'] = null;
+          const tokens = j['added_tokens'] as Json[];
+          Object.assign(tokens.find((t) => t['content'] === '[INST]')!, { lstrip: true, rstrip: true });
+          Object.assign(tokens.find((t) => t['content'] === '[/INST]')!, { rstrip: true });
+          Object.assign(tokens.find((t) => t['content'] === '[TOOL_CALLS]')!, { normalized: true });
+          tokens.push({ id: 32768, content: ' hello world', single_word: false, lstrip: false, rstrip: false, normalized: true, special: false });
+          tokens.push({ id: 32769, content: '[IN', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+        },
+      ],
+    ];
+    const texts = [
+      ...Array.from({ length: 24 }, (_, i) => stressText(1000 + i, [5, 60, 130, 300][i % 4]!)),
+      ' hello world [INST]  a  [/INST]  b [TOOL_CALLS] hello world',
+      'the the the fox the',
+      `[INST]${'東京\n'.repeat(300)}[/INST]  ${'🎉'.repeat(200)}</s>`,
+      '',
+    ];
+    for (const [name, edit] of variants) {
+      const json = structuredClone(published);
+      edit(json);
+      const ref = new tokenizers.Tokenizer(structuredClone(json), config) as unknown as Internals;
+      const fast = new tokenizers.Tokenizer(json, config) as unknown as Internals;
+      speedUpEncoding(fast);
+      if (name === 'as published') {
+        // every speed-up is in place for Mistral's tokenizer
+        for (const own of ['encode', 'encode_text']) expect(Object.hasOwn(fast, own), own).toBe(true);
+        for (const own of ['_call', 'bpe', 'add_node']) expect(Object.hasOwn(fast.model, own), own).toBe(true);
+        expect(Object.hasOwn(fast.splitter_unnormalized, 'split')).toBe(true);
+      }
+      for (const text of texts) {
+        const label = `${name}: ${JSON.stringify(text.slice(0, 40))}`;
+        expect(fast.encode(text, { add_special_tokens: false }), label).toEqual(ref.encode(text, { add_special_tokens: false }));
+        expect(fast.encode(text), label).toEqual(ref.encode(text));
+        const words = ref.pre_tokenizer ? ref.pre_tokenizer(text, { section_index: 0 }) : [text];
+        expect(fast.model(words), label).toEqual(ref.model(words));
+      }
+    }
   });
 
   it('gives the library no word longer than 256 characters to merge', async () => {

@@ -7,7 +7,7 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { FormatError } from '../errors.js';
 import { readJsonObject } from '../formats/json.js';
-import { speedUpLongWords } from './long-words.js';
+import { speedUpEncoding } from './fast-encoding.js';
 import { checkTokenizerJson } from './tokenizer-json.js';
 
 /** 'parse': the text of a special token (e.g. `[INST]`) becomes that control token, as in
@@ -115,7 +115,7 @@ export class Tokenizer {
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(json, config);
-      speedUpLongWords(hf.model);
+      speedUpEncoding(hf);
     } catch (e) {
       throw new FormatError(path, `cannot be used: ${(e as Error).message}`);
     }
@@ -155,7 +155,7 @@ export class Tokenizer {
     if (mode !== 'parse' && mode !== 'plain') throw new TypeError(`tokenize: specialTokens must be 'parse' or 'plain' (got ${String(mode)})`);
     const bos = options.addSpecialTokens !== false && this.addBosToken ? [this.bosTokenId!] : [];
     if (mode === 'parse') return text === '' ? bos : bos.concat(this.#hf.encode(text, { add_special_tokens: false }).ids);
-    return [...bos, ...this.#encodeSection(text, 0)];
+    return bos.concat(this.#encodeSection(text, 0));
   }
 
   /**
