@@ -11,13 +11,7 @@
 // UTF-16 path, CreateFileMappingW + MapViewOfFile, PrefetchVirtualMemory for prefetch and
 // VirtualUnlock to drop pages from the working set.
 #ifdef _WIN32
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include "win32.h"
 
 #include "utf8_file.h"
 #else
