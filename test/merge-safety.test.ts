@@ -67,9 +67,14 @@ describe('where a merge writes', () => {
     await expect(checkNotProtected(homedir(), none)).rejects.toThrow(/is the home directory/);
     await expect(checkNotProtected(process.cwd(), none)).rejects.toThrow(/is the working directory/);
     await expect(checkNotProtected(dirname(process.cwd()), none)).rejects.toThrow(/holds the working directory/);
-    await expect(checkNotProtected(dirname(a.dir), { models: [a.dir] })).rejects.toThrow(/holds the input model/);
-    await expect(checkNotProtected(join(a.dir, 'merged'), { models: [a.dir] })).resolves.toBeUndefined();
-    await expect(checkNotProtected(a.dir, { models: [], files: [join(a.dir, 'config.json')] })).rejects.toThrow(/holds the input file .*config\.json/);
+    // (a model two levels below a fresh directory: the temporary directory itself may hold
+    // the working directory, as when the checkout is under /tmp)
+    const model = join(fresh(), 'models', 'input');
+    mkdirSync(model, { recursive: true });
+    writeFileSync(join(model, 'config.json'), '{}');
+    await expect(checkNotProtected(dirname(model), { models: [model] })).rejects.toThrow(/holds the input model/);
+    await expect(checkNotProtected(join(model, 'merged'), { models: [model] })).resolves.toBeUndefined();
+    await expect(checkNotProtected(model, { models: [], files: [join(model, 'config.json')] })).rejects.toThrow(/holds the input file .*config\.json/);
   });
 
   it('with overwrite, refuses (and keeps) an empty path, the home and working directories, an input model and a directory that holds one', async () => {
