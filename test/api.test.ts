@@ -8,6 +8,7 @@ import { cpuInfo, loadModel, type LoadProgress } from '../lib/index.js';
 import { projectRoot } from './helpers/fixtures.js';
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
 import { referenceGreedy } from './helpers/reference.js';
+import { countTurns } from './helpers/event-loop.js';
 
 const dirs: string[] = [];
 let small: TinyCheckpoint;
@@ -89,18 +90,10 @@ describe('jobs off the JS thread', () => {
     // A counter advanced once per turn of the loop. A pass that held the JavaScript thread
     // would leave it at most one turn (the one after the pass); on its native thread the
     // loop turns over and over while it runs.
-    let turns = 0;
-    let running = true;
-    const spin = (async () => {
-      while (running) {
-        await new Promise((r) => setImmediate(r));
-        turns++;
-      }
-    })();
+    const loop = countTurns();
     await model.forward(tokens);
-    running = false;
-    await spin;
-    expect(turns).toBeGreaterThan(10);
+    await loop.stop();
+    expect(loop.turns).toBeGreaterThan(10);
   });
 
   it('aborts a forward pass between layers and leaves the model usable', async () => {

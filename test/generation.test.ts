@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Detokenizer, loadModel, type GenerationChunk, type Model } from '../lib/index.js';
 import { logSoftmax } from '../lib/generate/sampler.js';
 import { fixturesDir, haveFixtures } from './helpers/fixtures.js';
+import { countTurns } from './helpers/event-loop.js';
 
 let model: Model;
 beforeAll(async () => {
@@ -119,18 +120,10 @@ describe('concurrency', () => {
     // the loop turns between the passes (each runs on a native thread): every token of a
     // stream arrives in its own turn, so a counter that advances once per turn moves on
     // between any two tokens
-    let turns = 0;
-    let running = true;
-    const spin = (async () => {
-      while (running) {
-        await new Promise((r) => setImmediate(r));
-        turns++;
-      }
-    })();
+    const loop = countTurns();
     const seen: number[] = [];
-    for await (const chunk of model.generate(prompts[0]!, { maxTokens: 24, stopAtEos: false })) if (chunk.tokens.length) seen.push(turns);
-    running = false;
-    await spin;
+    for await (const chunk of model.generate(prompts[0]!, { maxTokens: 24, stopAtEos: false })) if (chunk.tokens.length) seen.push(loop.turns);
+    await loop.stop();
     expect(seen).toHaveLength(24);
     for (let i = 1; i < seen.length; i++) expect(seen[i]!, `token ${i}`).toBeGreaterThan(seen[i - 1]!);
   });

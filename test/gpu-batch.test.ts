@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../lib/index.js';
 import { chunkedLogits, decodeBatch, expectBatchInvariant, expectSameBits, mixedBatch, tokenRun } from './helpers/batch.js';
 import { encode, tmpDir, writeTinyCheckpoint, type TinySpec } from './helpers/checkpoint.js';
+import { xorshift as rng } from './helpers/random.js';
 
 // Batch sizes around the kernels' tiles (the dense row kernel takes 8 rows at a time, the
 // tensor-core kernel 16 or 32, flash attention 16 queries) and prompt chunks around them.
@@ -35,15 +36,6 @@ const cases: [string, Case][] = [
   ['BF16, head_dim 256 (prompts through split-KV)', { spec: { hidden: 128, intermediate: 256, layers: 1, heads: 2, kvHeads: 1, headDim: 256, dtype: 'BF16', maxPositions: 1024 }, sizes: sizes([3, 10, 33], [3, 10]), decodeSizes: sizes([10, 33], [10]), splitKvOnly: true }],
 ];
 
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 describe.skipIf(cuda.skip !== '')(`CUDA batch invariance${cuda.label ? ` on ${cuda.label}` : ''}${cuda.skip}`, () => {
   const addon = cuda.addon!;

@@ -14,19 +14,11 @@ import { cudaInfo, loadModel, type Model, type StepCounts } from '../lib/index.j
 import type { NativeAddon } from '../lib/native.js';
 import { writeNeedleCheckpoint } from './helpers/attention-needles.js';
 import { encode, tmpDir, writeTinyCheckpoint } from './helpers/checkpoint.js';
+import { xorshift as rng } from './helpers/random.js';
 
 const demo = join(import.meta.dirname, '../models/tiny-mistral-bf16');
 const info = cudaInfo();
 
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 describe('CUDA, on any machine', () => {
   it('cudaInfo() describes the build and devices, or says why there are none', () => {

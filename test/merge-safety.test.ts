@@ -2,23 +2,17 @@
 // killed at any moment leaves behind (and the next merge into that output cleans up).
 // Killed merges run in child processes that load lib/ from its TypeScript sources.
 // (exportModel and quantize write through the same code: test/output-safety.test.ts.)
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { merge, type MergeConfig } from '../lib/index.js';
 import { checkNotProtected } from '../lib/formats/output.js';
-import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
+import { scratchDirs, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
 import { childRunner, kill, type ChildRunner } from './helpers/killable.js';
 
-const dirs: string[] = [];
-const fresh = () => {
-  const d = tmpDir('laminate-merge-safety-');
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const fresh = scratchDirs('laminate-merge-safety-');
 
 let a: TinyCheckpoint;
 let b: TinyCheckpoint;

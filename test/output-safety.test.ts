@@ -3,21 +3,15 @@
 // a time, an overwrite that a kill at any moment cannot lose, and nothing left behind that
 // the next run does not clean up. Killed runs are child processes (test/helpers/killable.ts).
 // (The merge side, and checkNotProtected itself: test/merge-safety.test.ts.)
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { ATTENTION_CANDIDATES, MLP_CANDIDATES, demoModelDir, exportModel, measure, measurementJson, quantize, type Measurement } from '../lib/index.js';
-import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
+import { scratchDirs, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
 import { childRunner, kill, type ChildCommand, type ChildRunner } from './helpers/killable.js';
 
-const dirs: string[] = [];
-const fresh = () => {
-  const d = tmpDir('laminate-output-safety-');
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const fresh = scratchDirs('laminate-output-safety-');
 
 const spec = { hidden: 32, intermediate: 48, layers: 2, heads: 4, kvHeads: 2, vocab: 64, dtype: 'BF16' } as const;
 const small = { rows: 3, length: 48, measurementRows: 2, threads: 2 };

@@ -8,16 +8,8 @@ import { ATTENTION_CANDIDATES, HEAD_RECIPES, MLP_CANDIDATES, optimize, packExl2,
 import { fromFloat16Bits } from '../lib/formats/float16.js';
 import { native } from '../lib/native.js';
 import { fp16, referenceDequantize } from './helpers/exl2-reference.js';
+import { xorshift as rng } from './helpers/random.js';
 
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 /** A weight with outliers, and a Hessian X^T X from correlated inputs with uneven scales. */
 function problem(n: number, k: number, seed: number) {

@@ -2,9 +2,10 @@
 // (config.json, generation_config.json, safetensors, optional sharding) and
 // encodes/decodes F32/F16/BF16. Independent of lib/ and native/ on purpose.
 
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 export type DType = 'F32' | 'F16' | 'BF16';
 
@@ -230,6 +231,17 @@ function normalSampler(seed: number): () => number {
 
 export function tmpDir(prefix = 'laminate-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A maker of fresh temporary directories, all removed after the test file. */
+export function scratchDirs(prefix: string): () => string {
+  const dirs: string[] = [];
+  afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  return () => {
+    const d = tmpDir(prefix);
+    dirs.push(d);
+    return d;
+  };
 }
 
 const TORCH_DTYPE: Record<DType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
