@@ -9,8 +9,9 @@ import { chunkedLogits, decodeBatch, expectBatchInvariant, expectSameBits, mixed
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
 import { referenceLogits } from './helpers/reference.js';
 
-// Against the float64 reference: max |difference| over max |logit| (float32 sums).
-const TOLERANCE = 2e-5;
+// Against the float64 reference: max |difference| over max |logit| (float32 sums, and keys
+// and values in half floats; see forward.test.ts).
+const TOLERANCE = 5e-4;
 
 // The down projection's input (intermediate 1100) spans more than one of the dense
 // kernel's blocks of 512 inputs, and ends in a partial vector: the blocking and the tail

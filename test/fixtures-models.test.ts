@@ -15,10 +15,11 @@ interface Generation {
   step_top1_top2_margins: number[];
 }
 
-// The reference ran in float32 from the BF16 weights, so a BF16 model must match its
-// first-step logits closely (measured: 6e-6). The F16/F32 variants hold other weights:
-// the fixture's README gives their logits up to 0.02 away from BF16's.
-const BF16_LOGIT_TOLERANCE = 1e-4;
+// The reference ran in float32 from the BF16 weights with a float32 KV cache, so a BF16
+// model must match its first-step logits closely: the engine's half-float keys and values
+// put them up to 7e-4 away (6e-6 with a float32 cache). The F16/F32 variants hold other
+// weights: the fixture's README gives their logits up to 0.02 away from BF16's.
+const BF16_LOGIT_TOLERANCE = 2e-3;
 const OTHER_LOGIT_TOLERANCE = 0.03;
 
 const variants = [

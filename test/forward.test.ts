@@ -9,9 +9,12 @@ import { writeNeedleCheckpoint } from './helpers/attention-needles.js';
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint, type TinySpec } from './helpers/checkpoint.js';
 import { referenceLogits } from './helpers/reference.js';
 
-// float32 accumulation against float64: logits may differ by this much relative to the
-// largest reference logit of the position (measured errors stay below 2e-6).
-const LOGIT_TOLERANCE = 2e-5;
+// float32 accumulation against float64, with keys and values rounded to half floats on
+// both sides: logits may differ by this much relative to the largest reference logit of
+// the position. Most errors stay below 1e-6; where the engine's float32 key or value and
+// the reference's float64 one round to neighbouring half floats, up to 2e-4 (without
+// rounding the reference's cache, errors reach 3e-4 at most positions).
+const LOGIT_TOLERANCE = 5e-4;
 
 const CASES: [string, TinySpec][] = [
   ['mistral f32, GQA 4:1', { hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 1, vocab: 97, dtype: 'F32', seed: 1 }],

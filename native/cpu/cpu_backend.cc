@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/dtype.h"
 #include "kernels.h"
 
 // The AVX2 and AVX-512 kernel files are built for x86-64 only (binding.gyp and
@@ -29,6 +30,20 @@ static MatmulDenseFn pick_dense(Isa isa) {
   return matmul_dense_scalar;
 }
 
+static AttentionFn pick_attention(Isa isa) {
+  switch (isa) {
+#ifdef LAMINATE_X86_KERNELS
+    case Isa::Avx512: return attention_avx512;
+    case Isa::Avx2: return attention_avx2;
+#else
+    case Isa::Avx512:
+    case Isa::Avx2:
+#endif
+    case Isa::Scalar: break;
+  }
+  return attention_scalar;
+}
+
 MatmulExl2Fn pick_exl2(Isa isa) {
   switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
@@ -44,7 +59,12 @@ MatmulExl2Fn pick_exl2(Isa isa) {
 }
 
 CpuBackend::CpuBackend(Isa isa, int threads)
-    : isa_(isa), matmul_dense_(pick_dense(isa)), matmul_exl2_(pick_exl2(isa)), pool_(threads), scratch_(pool_.size()) {}
+    : isa_(isa),
+      matmul_dense_(pick_dense(isa)),
+      matmul_exl2_(pick_exl2(isa)),
+      attention_(pick_attention(isa)),
+      pool_(threads),
+      scratch_(pool_.size()) {}
 
 float* CpuBackend::buffer(Buffer which, size_t floats) {
   std::vector<float>& b = buffers_[static_cast<int>(which)];
@@ -141,34 +161,57 @@ void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld) {
 
 void CpuBackend::write_kv(KvCache& cache, int layer, int kv_heads, int head_dim, const float* k, const float* v) {
   const int ps = cache.page_size();
-  const size_t bytes = static_cast<size_t>(head_dim) * sizeof(float);
   for (int t = 0; t < batch_.tokens; t++) {
     const int pos = batch_.positions[t];
     const int page = (*batch_.pages[t])[pos / ps];
-    const int64_t slot = static_cast<int64_t>(pos % ps) * head_dim;
+    const int slot = pos % ps;
     for (int h = 0; h < kv_heads; h++) {
-      const int64_t src = (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
-      std::memcpy(cache.keys(page, layer, h) + slot, k + src, bytes);
-      std::memcpy(cache.values(page, layer, h) + slot, v + src, bytes);
+      const float* ks = k + (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
+      const float* vs = v + (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
+      uint16_t* kd = cache.keys(page, layer, h);
+      uint16_t* vd = cache.values(page, layer, h) + static_cast<int64_t>(slot) * head_dim;
+      for (int d = 0; d < head_dim; d++) {
+        kd[KvCache::key_index(slot, d, head_dim)] = f32_to_f16_bits(ks[d]);
+        vd[d] = f32_to_f16_bits(vs[d]);
+      }
     }
   }
 }
 
 void CpuBackend::attention(KvCache& cache, const AttentionCall& a) {
   const int group = a.heads / a.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
-  const int* positions = batch_.positions;
-  int longest = 0;
-  for (int t = 0; t < batch_.tokens; t++) longest = std::max(longest, positions[t] + 1);
+  // A job is one token's query heads of one KV head, so that they share each key and
+  // value load; with few tokens (decode), the heads of a group are split over more jobs
+  // to keep every thread busy. A head's result does not depend on the split.
+  const int threads = pool_.size();
+  const int tokens = batch_.tokens;
+  int per_job = group;
+  while (per_job > 1 && static_cast<int64_t>(tokens) * a.kv_heads * ((group + per_job - 1) / per_job) < 2 * threads)
+    per_job = (per_job + 1) / 2;
+  const int jobs_per_kv = (group + per_job - 1) / per_job;
+  const int64_t need = attention_scratch_floats(per_job, a.head_dim);
   for (auto& s : scratch_)
-    if (static_cast<int>(s.size()) < longest) s.resize(longest);
+    if (static_cast<int64_t>(s.size()) < need) s.resize(need);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
   const int64_t row = static_cast<int64_t>(a.heads) * a.head_dim;
-  pool_.parallel_for(batch_.tokens * a.heads, [&](int task, int thread) {
-    const int t = task / a.heads, h = task % a.heads;
-    const int hi = positions[t] + 1;
-    const int lo = a.sliding_window > 0 ? std::max(0, hi - a.sliding_window) : 0;
-    attention_head(a.q + t * row + static_cast<int64_t>(h) * a.head_dim, a.head_dim, scale, cache, *batch_.pages[t],
-                   a.layer, h / group, lo, hi, scratch_[thread].data(), a.out + t * row + static_cast<int64_t>(h) * a.head_dim);
+  pool_.parallel_for(tokens * a.kv_heads * jobs_per_kv, [&](int task, int thread) {
+    const int t = task / (a.kv_heads * jobs_per_kv);
+    const int kv_head = task / jobs_per_kv % a.kv_heads;
+    const int h0 = kv_head * group + task % jobs_per_kv * per_job;
+    AttentionJob job;
+    job.heads = std::min(per_job, (kv_head + 1) * group - h0);
+    job.q = a.q + t * row + static_cast<int64_t>(h0) * a.head_dim;
+    job.out = a.out + t * row + static_cast<int64_t>(h0) * a.head_dim;
+    job.head_dim = a.head_dim;
+    job.scale = scale;
+    job.cache = &cache;
+    job.pages = batch_.pages[t];
+    job.layer = a.layer;
+    job.kv_head = kv_head;
+    job.hi = batch_.positions[t] + 1;
+    job.lo = a.sliding_window > 0 ? std::max(0, job.hi - a.sliding_window) : 0;
+    job.scratch = scratch_[thread].data();
+    attention_(job);
   });
 }
 

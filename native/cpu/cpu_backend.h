@@ -8,6 +8,7 @@
 #include "../core/cpu_features.h"
 #include "../core/thread_pool.h"
 #include "../engine/backend.h"
+#include "attention.h"
 #include "matmul_exl2.h"
 
 namespace laminate {
@@ -44,6 +45,7 @@ class CpuBackend : public Backend {
   Isa isa_;
   MatmulDenseFn matmul_dense_;
   MatmulExl2Fn matmul_exl2_;
+  AttentionFn attention_;
   struct Exl2Scratch {
     std::vector<int8_t> q;
     std::vector<float> scale;

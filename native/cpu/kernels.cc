@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "../core/vector_clones.h"
 
 namespace laminate {
 
@@ -24,47 +23,6 @@ void rope_row(float* x, int heads, int head_dim, const float* cos_sin) {
       v[i] = a * cos[i] - b * sin[i];
       v[i + half] = b * cos[i] + a * sin[i];
     }
-  }
-}
-
-// q . k in eight running sums (a fixed order, so that the compiler may vectorize it and
-// every machine sums alike).
-static inline float dot8(const float* q, const float* k, int n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int i = 0; i < 8; i++) s[i] += q[d + i] * k[d + i];
-  for (; d < n; d++) s[d % 8] += q[d] * k[d];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-LAMINATE_VECTOR_CLONES
-void attention_head(const float* q, int head_dim, float scale, KvCache& cache, const std::vector<int>& pages,
-                    int layer, int kv_head, int lo, int hi, float* scores, float* out) {
-  const int ps = cache.page_size();
-  // scores = q . k_j * scale, with the running maximum
-  float max_score = -INFINITY;
-  for (int j = lo; j < hi; j++) {
-    const float* k = cache.keys(pages[j / ps], layer, kv_head) + static_cast<int64_t>(j % ps) * head_dim;
-    float s = dot8(q, k, head_dim);
-    s *= scale;
-    scores[j - lo] = s;
-    if (s > max_score) max_score = s;
-  }
-  // softmax
-  float total = 0.0f;
-  for (int j = lo; j < hi; j++) {
-    const float e = std::exp(scores[j - lo] - max_score);
-    scores[j - lo] = e;
-    total += e;
-  }
-  const float inv = 1.0f / total;
-  // out = sum_j p_j v_j
-  for (int d = 0; d < head_dim; d++) out[d] = 0.0f;
-  for (int j = lo; j < hi; j++) {
-    const float p = scores[j - lo] * inv;
-    const float* v = cache.values(pages[j / ps], layer, kv_head) + static_cast<int64_t>(j % ps) * head_dim;
-    for (int d = 0; d < head_dim; d++) out[d] += p * v[d];
   }
 }
 

@@ -15,11 +15,6 @@ void rmsnorm_row(const float* x, const float* weight, float eps, int n, float* y
 // Rotate-half RoPE on the heads of one row.
 void rope_row(float* x, int heads, int head_dim, const float* cos_sin);
 
-// One query head over positions [lo, hi) of a sequence's cached keys and values.
-// scores: scratch of at least hi - lo floats.
-void attention_head(const float* q, int head_dim, float scale, KvCache& cache, const std::vector<int>& pages,
-                    int layer, int kv_head, int lo, int hi, float* scores, float* out);
-
 void swiglu(float* gate, const float* up, int64_t n);
 void add(float* x, const float* y, int64_t n);
 void embed_row(const DenseView& table, int32_t token, float* x);

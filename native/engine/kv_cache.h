@@ -19,7 +19,7 @@ namespace laminate {
 
 class KvCache {
  public:
-  // host_storage: whether pages hold their floats here (the CPU backend), or only ids of
+  // host_storage: whether pages hold their keys and values here (the CPU backend), or only ids of
   // pages a device keeps (the CUDA backend).
   KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage);
 
@@ -30,11 +30,19 @@ class KvCache {
   // Published pages that no sequence holds (reclaimable).
   int cached_pages() const { return static_cast<int>(lru_.size()); }
   // Host bytes the pages take (0 when a device keeps them).
-  int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_floats_ * 4; }
+  int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_elems_ * 2; }
 
-  // Page layout: [layer][k, v][kv_head][slot][head_dim].
-  float* keys(int page, int layer, int kv_head) { return at(page, layer, 0, kv_head); }
-  float* values(int page, int layer, int kv_head) { return at(page, layer, 1, kv_head); }
+  // Host pages hold IEEE half floats, [layer][k, v][kv_head][...] with page_size * head_dim
+  // entries per kv head. Values are rows of head_dim, one per slot. Keys are transposed in
+  // blocks of kKeyBlock slots: entry (slot, d) sits at key_index(slot, d, head_dim), so
+  // that one block's scores are vector operations over its slots. A host cache's page
+  // size is a multiple of kKeyBlock.
+  static constexpr int kKeyBlock = 16;
+  static int64_t key_index(int slot, int d, int head_dim) {
+    return static_cast<int64_t>(slot - slot % kKeyBlock) * head_dim + static_cast<int64_t>(d) * kKeyBlock + slot % kKeyBlock;
+  }
+  uint16_t* keys(int page, int layer, int kv_head) { return at(page, layer, 0, kv_head); }
+  uint16_t* values(int page, int layer, int kv_head) { return at(page, layer, 1, kv_head); }
 
   // shared: the sequence takes part in the prefix cache.
   int create_sequence(bool shared = false);
@@ -75,7 +83,7 @@ class KvCache {
     std::vector<int32_t> tokens;
     std::list<int>::iterator lru;
   };
-  float* at(int page, int layer, int kv, int head) {
+  uint16_t* at(int page, int layer, int kv, int head) {
     return storage_[page].get() + ((static_cast<int64_t>(layer) * 2 + kv) * kv_heads_ + head) * page_size_ * head_dim_;
   }
   int take_page();
@@ -90,8 +98,8 @@ class KvCache {
   int layers_, kv_heads_, head_dim_, page_size_, max_pages_;
   bool host_storage_;
   int created_ = 0;  // pages handed out so far (ids 0 .. created_ - 1)
-  int64_t page_floats_;
-  std::vector<std::unique_ptr<float[]>> storage_;
+  int64_t page_elems_;
+  std::vector<std::unique_ptr<uint16_t[]>> storage_;
   std::vector<Page> meta_;
   std::vector<int> free_;
   std::list<int> lru_;  // cached pages, least recently used first

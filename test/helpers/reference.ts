@@ -213,8 +213,9 @@ function runDecoder(
       applyRope(q, m.heads, m.headDim, m.invFreq, pos);
       applyRope(k, m.kvHeads, m.headDim, m.invFreq, pos);
       queries.push(q);
-      kv.keys.push(k);
-      kv.values.push(v);
+      // The engines keep keys and values in half precision.
+      kv.keys.push(k.map(roundToHalf));
+      kv.values.push(v.map(roundToHalf));
     });
 
     // Causal (optionally sliding-window) grouped-query attention, output projection, residual.
@@ -270,6 +271,23 @@ function runDecoder(
   });
 
   return xs;
+}
+
+/** The IEEE half-precision value nearest to x (ties to even; beyond the largest, infinity). */
+export function roundToHalf(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const a = Math.abs(x);
+  // spacing of half floats around a: 2^(e - 10) for normal numbers, 2^-24 below 2^-14
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  e = Math.max(-14, e);
+  const ulp = 2 ** (e - 10);
+  let q = a / ulp;
+  const f = Math.floor(q);
+  q = q - f > 0.5 || (q - f === 0.5 && f % 2 === 1) ? f + 1 : f;
+  const r = q * ulp;
+  return Math.sign(x) * (r > 65504 ? Infinity : r);
 }
 
 /** Final RMSNorm and LM head. */
