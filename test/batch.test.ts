@@ -13,9 +13,8 @@ import { referenceLogits } from './helpers/reference.js';
 // and values in half floats; see forward.test.ts).
 const TOLERANCE = 5e-4;
 
-// The down projection's input (intermediate 1100) spans more than one of the dense
-// kernel's blocks of 512 inputs, and ends in a partial vector: the blocking and the tail
-// decide the order of the float32 sums.
+// The down projection's input (intermediate 1100) ends in a partial vector: the lanes and
+// the tail decide the order of the float32 sums.
 const SPEC = { hidden: 96, intermediate: 1100, layers: 2, heads: 6, kvHeads: 2, vocab: 120, dtype: 'BF16', seed: 11 } as const;
 
 let ckpt: TinyCheckpoint;
