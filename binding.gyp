@@ -22,7 +22,7 @@
       "cflags": ["-pthread"],
       "ldflags": ["-pthread"],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["laminate_avx2", "laminate_avx512"]}]
+        ["target_arch=='x64'", {"dependencies": ["laminate_avx2", "laminate_avx2vnni", "laminate_avx512", "laminate_avx512vnni"]}]
       ]
     }
   ],
@@ -38,12 +38,28 @@
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx2.msvcFlags.join(' ')\")"]}}
         },
         {
+          "target_name": "laminate_avx2vnni",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx2vnni.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx2vnni.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx2vnni.flags.join(' ')\")"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx2vnni.msvcFlags.join(' ')\")"]}}
+        },
+        {
           "target_name": "laminate_avx512",
           "type": "static_library",
           "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512.sources.join(' ')\")"],
           "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"],
           "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx512.flags.join(' ')\")"]},
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx512.msvcFlags.join(' ')\")"]}}
+        },
+        {
+          "target_name": "laminate_avx512vnni",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.flags.join(' ')\")"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.msvcFlags.join(' ')\")"]}}
         }
       ]
     }]

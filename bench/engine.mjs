@@ -5,7 +5,7 @@
 //
 //   node bench/engine.mjs --model DIR [--quant NAME] --threads T --prompt-len P --gen N
 //        --repeats R --warmup W [--dump-logits FILE | --no-correctness] [--no-timing]
-//        [--prompt-file ids.json] [--prompt-seed S] [--isa auto|scalar|avx2|avx512]
+//        [--prompt-file ids.json] [--prompt-seed S] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni]
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';

@@ -1,8 +1,9 @@
 // What this machine offers the engine.
 import { cudaAddon, native } from './native.js';
 
-/** A family of CPU kernels. */
-export type Isa = 'scalar' | 'avx2' | 'avx512';
+/** A family of CPU kernels, from the least to the most preferred: the VNNI families are
+ * the AVX2 and AVX-512 ones with 8-bit dot products in the EXL2 matmul. */
+export type Isa = 'scalar' | 'avx2' | 'avx2vnni' | 'avx512' | 'avx512vnni';
 
 export interface CpuInfo {
   /** Kernel families this CPU can run, e.g. ['scalar', 'avx2']. */

@@ -137,7 +137,7 @@ describe('instruction sets', () => {
     const run = (isa: string) =>
       spawnSync(process.execPath, ['-e', script, small.dir], { cwd: projectRoot, env: { ...process.env, LAMINATE_ISA: isa }, encoding: 'utf8' }).stdout.trim();
     for (const isa of cpuInfo().isas) expect(run(isa)).toBe(isa);
-    for (const isa of (['scalar', 'avx2', 'avx512'] as const).filter((i) => !cpuInfo().isas.includes(i)))
+    for (const isa of (['scalar', 'avx2', 'avx2vnni', 'avx512', 'avx512vnni'] as const).filter((i) => !cpuInfo().isas.includes(i)))
       expect(run(isa)).toBe(`error: instruction set '${isa}' is not supported by this CPU`);
     expect(run('mmx')).toMatch(/unknown instruction set 'mmx'/);
   });

@@ -68,7 +68,7 @@ export interface ModelInfo {
   deviceName?: string;
   /** Device memory held for weights and KV cache (device 'cuda'; 0 on the CPU). */
   deviceBytes: number;
-  /** Kernel family in use on the CPU: scalar, avx2 or avx512 ('' on a GPU). */
+  /** Kernel family in use on the CPU (an {@link Isa}; '' on a GPU). */
   isa: string;
   threads: number;
   /** Bytes of weight files mapped. */

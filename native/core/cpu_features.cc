@@ -88,8 +88,10 @@ static CpuFeatures detect() {
   bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   f.avx2 = avx2 && fma && f16c && ymm_state;
   f.avx512 = f.avx2 && avx512f && avx512bw && avx512vl && zmm_state;
+  f.avx512vnni = f.avx512 && (c & (1u << 11));
   get_cpuid_count(7, 1, a, b, c, d);
   f.avx512bf16 = f.avx512 && (a & (1u << 5));
+  f.avx2vnni = f.avx2 && (a & (1u << 4));
 #endif
   return f;
 }
@@ -103,7 +105,9 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
+    case Isa::Avx2Vnni: return "avx2vnni";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Vnni: return "avx512vnni";
   }
   return "?";
 }
@@ -112,14 +116,18 @@ bool isa_supported(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return true;
     case Isa::Avx2: return cpu_features().avx2;
+    case Isa::Avx2Vnni: return cpu_features().avx2vnni;
     case Isa::Avx512: return cpu_features().avx512;
+    case Isa::Avx512Vnni: return cpu_features().avx512vnni;
   }
   return false;
 }
 
+static constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni};
+
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+  for (Isa isa : kAllIsas)
     if (isa_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -128,12 +136,12 @@ Isa best_isa() { return supported_isas().back(); }
 
 Isa resolve_isa(const std::string& name) {
   if (name.empty() || name == "auto") return best_isa();
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+  for (Isa isa : kAllIsas) {
     if (name != isa_name(isa)) continue;
     if (!isa_supported(isa)) throw Error("instruction set '" + name + "' is not supported by this CPU");
     return isa;
   }
-  throw Error("unknown instruction set '" + name + "' (expected auto, scalar, avx2 or avx512)");
+  throw Error("unknown instruction set '" + name + "' (expected auto, scalar, avx2, avx2vnni, avx512 or avx512vnni)");
 }
 
 }  // namespace laminate

@@ -5,12 +5,16 @@
 
 namespace laminate {
 
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+// In order of preference. The VNNI families run the AVX2 or AVX-512 kernels, with 8-bit
+// dot products (vpdpbusd) in the EXL2 matmul.
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx2Vnni = 2, Avx512 = 3, Avx512Vnni = 4 };
 
 struct CpuFeatures {
   bool avx2 = false;     // AVX2 + FMA + F16C, with OS support for YMM state
   bool avx512 = false;   // AVX-512 F/BW/VL, with OS support for ZMM state
   bool avx512bf16 = false;
+  bool avx2vnni = false;    // AVX-VNNI (VEX-encoded 8-bit dot products), with AVX2
+  bool avx512vnni = false;  // AVX512_VNNI, with AVX-512
 };
 
 const CpuFeatures& cpu_features();
@@ -18,7 +22,7 @@ const char* isa_name(Isa isa);
 bool isa_supported(Isa isa);
 std::vector<Isa> supported_isas();
 Isa best_isa();
-// Parses "scalar" | "avx2" | "avx512" | "auto"; throws Error for other names or for an ISA
+// Parses "auto" or an isa_name(); throws Error for other names or for an ISA
 // that this CPU cannot run.
 Isa resolve_isa(const std::string& name);
 

@@ -19,11 +19,15 @@ namespace laminate {
 static MatmulDenseFn pick_dense(Isa isa) {
   switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
-    case Isa::Avx512: return matmul_dense_avx512;
-    case Isa::Avx2: return matmul_dense_avx2;
+    case Isa::Avx512:
+    case Isa::Avx512Vnni: return matmul_dense_avx512;
+    case Isa::Avx2:
+    case Isa::Avx2Vnni: return matmul_dense_avx2;
 #else
     case Isa::Avx512:
+    case Isa::Avx512Vnni:
     case Isa::Avx2:
+    case Isa::Avx2Vnni:
 #endif
     case Isa::Scalar: break;
   }
@@ -33,11 +37,15 @@ static MatmulDenseFn pick_dense(Isa isa) {
 static AttentionFn pick_attention(Isa isa) {
   switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
-    case Isa::Avx512: return attention_avx512;
-    case Isa::Avx2: return attention_avx2;
+    case Isa::Avx512:
+    case Isa::Avx512Vnni: return attention_avx512;
+    case Isa::Avx2:
+    case Isa::Avx2Vnni: return attention_avx2;
 #else
     case Isa::Avx512:
+    case Isa::Avx512Vnni:
     case Isa::Avx2:
+    case Isa::Avx2Vnni:
 #endif
     case Isa::Scalar: break;
   }
@@ -48,10 +56,14 @@ MatmulExl2Fn pick_exl2(Isa isa) {
   switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
     case Isa::Avx512: return matmul_exl2_avx512;
+    case Isa::Avx512Vnni: return matmul_exl2_avx512vnni;
     case Isa::Avx2: return matmul_exl2_avx2;
+    case Isa::Avx2Vnni: return matmul_exl2_avx2vnni;
 #else
     case Isa::Avx512:
+    case Isa::Avx512Vnni:
     case Isa::Avx2:
+    case Isa::Avx2Vnni:
 #endif
     case Isa::Scalar: break;
   }

@@ -45,14 +45,24 @@ struct Avx2 {
     const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), s);
     return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(s, 28)));  // s >= 8: high
   }
-
+#ifdef LAMINATE_EXL2_DOT4
+  // unsigned bytes of a times signed bytes of b, four to a lane, added to acc's int32 lanes
+  static constexpr bool kDot4 = true;
+  static U dot4(U acc, U a, U b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
+#else
+  static constexpr bool kDot4 = false;
+#endif
 };
 
 #include "matmul_exl2_impl.inc"
 
 }  // namespace
 
+#ifdef LAMINATE_EXL2_DOT4
+void matmul_exl2_avx2vnni(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+#else
 void matmul_exl2_avx2(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+#endif
   matmul_exl2_impl<Avx2>(w, a, y, ldy, n0, n1);
 }
 

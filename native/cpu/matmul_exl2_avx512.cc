@@ -46,14 +46,24 @@ struct Avx512 {
     const __m512i s = _mm512_and_si512(_mm512_srlv_epi32(packed, shifts), _mm512_set1_epi32(15));
     return _mm512_permutexvar_ps(s, _mm512_loadu_ps(table));
   }
-
+#ifdef LAMINATE_EXL2_DOT4
+  // unsigned bytes of a times signed bytes of b, four to a lane, added to acc's int32 lanes
+  static constexpr bool kDot4 = true;
+  static U dot4(U acc, U a, U b) { return _mm512_dpbusd_epi32(acc, a, b); }
+#else
+  static constexpr bool kDot4 = false;
+#endif
 };
 
 #include "matmul_exl2_impl.inc"
 
 }  // namespace
 
+#ifdef LAMINATE_EXL2_DOT4
+void matmul_exl2_avx512vnni(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+#else
 void matmul_exl2_avx512(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+#endif
   matmul_exl2_impl<Avx512>(w, a, y, ldy, n0, n1);
 }
 

@@ -10,6 +10,7 @@ namespace laminate {
 namespace {
 
 struct Scalar {
+  static constexpr bool kDot4 = false;
   static constexpr int W = 8;
   struct V {
     float v[W];
