@@ -2,13 +2,15 @@
 // npm run bench -- --model DIR [--threads 2,1] [--prompt-len 128] [--gen 128] [--repeats 3]
 //                  [--gguf FILE] [--harness DIR] [--out FILE] [--concurrency 1,4,16]
 //                  [--rounds N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--busy N]
+//                  [--no-single] (only the concurrency table: npm run bench:concurrency)
 //
 // Prefill and decode tok/s, load time and peak RSS of laminate for one model directory,
 // one fresh process per thread count (bench/engine.mjs). With --gguf, runs node-llama-cpp
 // on that file through the shared harness (../shared/bench by default) in the same way
 // and prints laminate / node-llama-cpp ratios. Then continuous batching: aggregate decode
 // tok/s and time to first token with 1, 4 and 16 concurrent generations
-// (bench/concurrency.mjs; --concurrency '' skips it). With --rounds N the two engines
+// (bench/concurrency.mjs; --concurrency '' skips it), beside node-llama-cpp decoding as
+// many sequences in one context (bench/concurrency-llamacpp.mjs) when --gguf is given. With --rounds N the two engines
 // run N times each, alternating, and the table gives the median of the rounds: on a
 // shared machine whose speed drifts, alternation keeps the ratio fair. --prompt-len takes
 // a list (128,2048,8192): one row per thread count and prompt length, for the table of
@@ -36,6 +38,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '1' },
     isa: { type: 'string', default: 'auto' },
     busy: { type: 'string', default: '0' },
+    'no-single': { type: 'boolean', default: false },
   },
 });
 if (!values.model) {
@@ -71,7 +74,7 @@ const spinners = Array.from({ length: busy }, () => spawn(process.execPath, ['-e
 process.on('exit', () => spinners.forEach((p) => p.kill()));
 
 const rows = [];
-for (const t of list(values.threads)) {
+for (const t of values['no-single'] ? [] : list(values.threads)) {
   for (const promptLen of list(values['prompt-len'])) {
     const args = ['--threads', t, '--prompt-len', promptLen, ...common];
     const lamRuns = [], cppRuns = [];
@@ -95,24 +98,37 @@ spinners.forEach((p) => p.kill());
 
 const f = (x, d = 1) => (x === undefined ? '-' : Number(x).toFixed(d));
 const mb = (b) => (b / 2 ** 20).toFixed(0);
-console.log(`\nmodel ${values.model}: gen ${values.gen}, ${values.repeats} repeats (medians)${rounds > 1 ? `, median of ${rounds} alternating rounds` : ''}${busy ? `, ${busy} busy process(es) beside` : ''}`);
-console.log('| threads | prompt | isa | pp tok/s | tg tok/s | tg step ms p10/p50/p90 | load s | weights MiB | peak RSS MiB | RSS / weights |' + (values.gguf ? ' llama.cpp pp | llama.cpp tg | pp ratio | tg ratio |' : ''));
-console.log('|---|---|---|---|---|---|---|---|---|---|' + (values.gguf ? '---|---|---|---|' : ''));
-for (const { threads, promptLen, laminate: l, llamaCpp: c } of rows) {
-  const s = l.tg_step_ms;
-  let line = `| ${threads} | ${promptLen} | ${l.isa} | ${f(l.pp_tok_s)} | ${f(l.tg_tok_s, 2)} | ${f(s.p10)}/${f(s.p50)}/${f(s.p90)} | ${f(l.load_s, 2)} | ${mb(l.weight_bytes)} | ${mb(l.peak_rss_bytes)} | ${f(l.peak_rss_bytes / l.weight_bytes, 3)} |`;
-  if (c) line += ` ${f(c.pp_tok_s)} | ${f(c.tg_tok_s, 2)} | ${f(l.pp_tok_s / c.pp_tok_s, 2)} | ${f(l.tg_tok_s / c.tg_tok_s, 2)} |`;
-  console.log(line);
+if (rows.length) {
+  console.log(`\nmodel ${values.model}: gen ${values.gen}, ${values.repeats} repeats (medians)${rounds > 1 ? `, median of ${rounds} alternating rounds` : ''}${busy ? `, ${busy} busy process(es) beside` : ''}`);
+  console.log('| threads | prompt | isa | pp tok/s | tg tok/s | tg step ms p10/p50/p90 | load s | weights MiB | peak RSS MiB | RSS / weights |' + (values.gguf ? ' llama.cpp pp | llama.cpp tg | pp ratio | tg ratio |' : ''));
+  console.log('|---|---|---|---|---|---|---|---|---|---|' + (values.gguf ? '---|---|---|---|' : ''));
+  for (const { threads, promptLen, laminate: l, llamaCpp: c } of rows) {
+    const s = l.tg_step_ms;
+    let line = `| ${threads} | ${promptLen} | ${l.isa} | ${f(l.pp_tok_s)} | ${f(l.tg_tok_s, 2)} | ${f(s.p10)}/${f(s.p50)}/${f(s.p90)} | ${f(l.load_s, 2)} | ${mb(l.weight_bytes)} | ${mb(l.peak_rss_bytes)} | ${f(l.peak_rss_bytes / l.weight_bytes, 3)} |`;
+    if (c) line += ` ${f(c.pp_tok_s)} | ${f(c.tg_tok_s, 2)} | ${f(l.pp_tok_s / c.pp_tok_s, 2)} | ${f(l.tg_tok_s / c.tg_tok_s, 2)} |`;
+    console.log(line);
+  }
 }
 const batching = [];
 if (values.concurrency) {
   const threads = list(values.threads)[0];
-  const text = execFileSync(process.execPath, [join(here, 'concurrency.mjs'), '--model', resolve(values.model), '--threads', threads, '--concurrency', values.concurrency, '--prompt-len', list(values['prompt-len'])[0], '--gen', String(Math.min(64, Number(values.gen)))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  for (const line of text.trim().split('\n')) batching.push(JSON.parse(line));
-  console.log(`\ncontinuous batching (${threads} threads, prompt ${list(values['prompt-len'])[0]}, ${batching[0]?.gen} new tokens each)`);
-  console.log('| concurrent requests | aggregate tok/s | decode tok/s | time to first token ms (median / max) |');
-  console.log('|---|---|---|---|');
-  for (const b of batching) console.log(`| ${b.concurrency} | ${f(b.aggregate_tok_s)} | ${f(b.decode_tok_s)} | ${f(b.ttft_ms_median, 0)} / ${f(b.ttft_ms_max, 0)} |`);
+  const promptLen = list(values['prompt-len'])[0];
+  const args = ['--threads', threads, '--concurrency', values.concurrency, '--prompt-len', promptLen, '--gen', String(Math.min(64, Number(values.gen)))];
+  const lines = (file, extra, cwd) => execFileSync(process.execPath, [join(here, file), ...extra, ...args], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+    .trim().split('\n').map((line) => JSON.parse(line));
+  const ours = lines('concurrency.mjs', ['--model', resolve(values.model)]);
+  // node-llama-cpp decodes the same number of sequences in one context
+  const peer = values.gguf ? lines('concurrency-llamacpp.mjs', ['--gguf', resolve(values.gguf), '--harness', harness], harness) : [];
+  for (const b of ours) batching.push({ ...b, llamaCpp: peer.find((p) => p.concurrency === b.concurrency) ?? null });
+  console.log(`\ncontinuous batching (${threads} threads, prompt ${promptLen}, ${batching[0]?.gen} new tokens each)`);
+  console.log('| concurrent requests | aggregate tok/s | decode tok/s | time to first token ms (median / max) |' + (values.gguf ? ' llama.cpp aggregate | llama.cpp decode | aggregate ratio | decode ratio |' : ''));
+  console.log('|---|---|---|---|' + (values.gguf ? '---|---|---|---|' : ''));
+  for (const b of batching) {
+    let line = `| ${b.concurrency} | ${f(b.aggregate_tok_s)} | ${f(b.decode_tok_s)} | ${f(b.ttft_ms_median, 0)} / ${f(b.ttft_ms_max, 0)} |`;
+    const c = b.llamaCpp;
+    if (c) line += ` ${f(c.aggregate_tok_s)} | ${f(c.decode_tok_s)} | ${f(b.aggregate_tok_s / c.aggregate_tok_s, 2)} | ${f(b.decode_tok_s / c.decode_tok_s, 2)} |`;
+    console.log(line);
+  }
 }
 const out = values.out ?? join(here, 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
 mkdirSync(dirname(out), { recursive: true });
