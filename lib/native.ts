@@ -59,6 +59,8 @@ export interface NativeModelSpec {
   threads: number;
   kvPageSize: number;
   kvCacheTokens: number;
+  /** The CPU cache's format (default 'f16'). */
+  kvCacheType?: 'f16' | 'q8';
 }
 
 export interface NativeStepEntry {

@@ -42,6 +42,12 @@ export interface LoadOptions {
   contextSize?: number;
   /** KV cache capacity over all sequences, in tokens; default contextSize. Memory is taken as pages fill. */
   kvCacheTokens?: number;
+  /**
+   * How the KV cache stores keys and values: 'f16' (default; half floats, as on the GPU),
+   * or 'q8' (CPU only: int8 with a scale per position and KV head, a little over half the
+   * memory of 'f16', for long contexts; logits move by about 1% of their range).
+   */
+  kvCacheType?: 'f16' | 'q8';
   /** Most tokens in one batched forward pass, prompt chunks included (default 512). */
   maxBatchTokens?: number;
   /** Generations that may wait for KV cache memory instead of failing at once (default 0). */
@@ -57,7 +63,7 @@ export interface LoadOptions {
   signal?: AbortSignal;
 }
 
-const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'maxBatchTokens', 'maxQueue', 'prefixCache', 'onProgress', 'signal']);
+const KNOWN_OPTIONS = new Set(['device', 'threads', 'isa', 'contextSize', 'kvCacheTokens', 'kvCacheType', 'maxBatchTokens', 'maxQueue', 'prefixCache', 'onProgress', 'signal']);
 
 /** The small demo model shipped in the package, used when loadModel() gets no directory. */
 export const demoModelDir = join(packageRoot, 'models', 'tiny-mistral-bf16');
@@ -152,7 +158,9 @@ export async function openModel(read: () => Promise<ModelSource>, options: LoadO
   for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`loadModel: unknown option '${key}'`);
   const fromEnv = options.device === undefined && !!process.env['LAMINATE_DEVICE'];
   const device = options.device ?? (process.env['LAMINATE_DEVICE'] || 'auto');
+  if (options.kvCacheType !== undefined && options.kvCacheType !== 'f16' && options.kvCacheType !== 'q8') throw new RangeError(`kvCacheType must be 'f16' or 'q8' (got ${String(options.kvCacheType)})`);
   const gpu = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
+  if (options.kvCacheType === 'q8' && gpu) throw new RangeError(`kvCacheType 'q8' is supported on the CPU only (device '${device}')`);
   if (!gpu && device !== 'cpu' && device !== 'auto') throw new TypeError(`loadModel: ${fromEnv ? 'LAMINATE_DEVICE' : 'device'} must be 'cpu', 'cuda', 'cuda:N' or 'auto' (got ${String(device)})`);
   const deviceIndex = gpu?.[1] === undefined ? 0 : Number(gpu[1]);
   const cuda = device === 'cpu' ? undefined : cudaInfo();
@@ -180,7 +188,8 @@ export async function openModel(read: () => Promise<ModelSource>, options: LoadO
   const contextSize = positiveInteger(options.contextSize, 'contextSize') ?? Math.min(config.maxPositionEmbeddings, 8192);
   const kvCacheTokens = positiveInteger(options.kvCacheTokens, 'kvCacheTokens') ?? contextSize;
   const isa = options.isa ?? (process.env['LAMINATE_ISA'] || 'auto');
-  const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16 });
+  const kvCacheType = options.kvCacheType ?? 'f16';
+  const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16, kvCacheType });
 
   const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', cuda, deviceIndex, device);
   const abort = abortFlag(signal);
@@ -203,5 +212,6 @@ export async function openModel(read: () => Promise<ModelSource>, options: LoadO
     threads: info.threads,
     weightBytes: info.mappedBytes,
     contextSize,
+    kvCacheType,
   }, tokenizer, scheduling);
 }

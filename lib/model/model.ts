@@ -74,6 +74,8 @@ export interface ModelInfo {
   /** Bytes of weight files mapped. */
   weightBytes: number;
   contextSize: number;
+  /** How the KV cache stores keys and values (LoadOptions.kvCacheType). */
+  kvCacheType: 'f16' | 'q8';
 }
 
 // A sequence dropped without dispose() gives its pages back when it is collected.

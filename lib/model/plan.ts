@@ -34,6 +34,7 @@ export interface EngineOptions {
   contextSize: number;
   kvCacheTokens: number;
   kvPageSize: number;
+  kvCacheType?: 'f16' | 'q8';
 }
 
 /** Resolves every tensor of the plan in the checkpoint, checks it against config.json and
@@ -123,5 +124,6 @@ export function resolvePlan(config: ModelConfig, checkpoint: Checkpoint, plan: L
     threads: options.threads,
     kvPageSize: options.kvPageSize,
     kvCacheTokens: options.kvCacheTokens,
+    ...(options.kvCacheType ? { kvCacheType: options.kvCacheType } : {}),
   };
 }

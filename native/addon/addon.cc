@@ -126,6 +126,7 @@ ModelSpec parse_spec(const Napi::Object& js) {
   spec.threads = static_cast<int>(int_field(js, "threads", w, 0, 256));
   spec.kv_page_size = static_cast<int>(int_field(js, "kvPageSize", w, 1, 4096));
   spec.kv_max_tokens = static_cast<int>(int_field(js, "kvCacheTokens", w, 1, INT32_MAX));
+  if (js.Has("kvCacheType") && !js.Get("kvCacheType").IsUndefined()) spec.kv_type = string_field(js, "kvCacheType", w);
   return spec;
 }
 

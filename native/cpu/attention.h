@@ -1,6 +1,6 @@
 // Causal attention of one token's query heads that share a KV head, over a sequence's
 // pages in the host KV cache (kv_cache.h). Scores, softmax and sums are float32; keys and
-// values are read as half floats. One implementation per instruction set, all
+// values are read from half floats or int8 codes. One implementation per instruction set, all
 // instantiated from attention_impl.inc.
 //
 // Positions are taken in blocks of KvCache::kKeyBlock that start at multiples of it, with
@@ -30,7 +30,7 @@ struct AttentionJob {
 };
 
 inline int64_t attention_scratch_floats(int heads, int head_dim) {
-  return static_cast<int64_t>(heads) * (2 * head_dim + 3 * KvCache::kKeyBlock + 1);
+  return static_cast<int64_t>(heads) * (2 * head_dim + 4 * KvCache::kKeyBlock + 1);
 }
 
 using AttentionFn = void (*)(const AttentionJob& job);

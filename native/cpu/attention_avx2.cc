@@ -18,7 +18,12 @@ struct Avx2 {
   static B set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
   static B load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
   static void store(float* p, B v) { _mm256_storeu_ps(p, v.lo), _mm256_storeu_ps(p + 8, v.hi); }
-  static B load_h(const uint16_t* p) {
+  static B load_e(const int8_t* p) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)))};
+  }
+  static B mul(B a, B b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+  static B load_e(const uint16_t* p) {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))};
   }
@@ -34,7 +39,8 @@ struct Avx2 {
   }
   static float hmax(B v) { return reduce(_mm256_max_ps(v.lo, v.hi), true); }
   static float hsum(B v) { return reduce(_mm256_add_ps(v.lo, v.hi), false); }
-  static float f16(uint16_t h) { return _cvtsh_ss(h); }
+  static float scalar(uint16_t h) { return _cvtsh_ss(h); }
+  static float scalar(int8_t q) { return q; }
   // e^x as in attention_avx512.cc.
   static __m256 exp8(__m256 x) {
     const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365f), _CMP_GE_OQ);
@@ -60,6 +66,6 @@ struct Avx2 {
 
 }  // namespace
 
-void attention_avx2(const AttentionJob& job) { attend<Avx2>(job); }
+void attention_avx2(const AttentionJob& job) { attend_any<Avx2>(job); }
 
 }  // namespace laminate

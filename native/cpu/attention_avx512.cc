@@ -16,13 +16,16 @@ struct Avx512 {
   static B set1(float x) { return _mm512_set1_ps(x); }
   static B load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, B v) { _mm512_storeu_ps(p, v); }
-  static B load_h(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static B load_e(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static B load_e(const int8_t* p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))); }
+  static B mul(B a, B b) { return _mm512_mul_ps(a, b); }
   static B add(B a, B b) { return _mm512_add_ps(a, b); }
   static B sub(B a, B b) { return _mm512_sub_ps(a, b); }
   static B fmadd(B a, B b, B c) { return _mm512_fmadd_ps(a, b, c); }
   static float hmax(B v) { return _mm512_reduce_max_ps(v); }
   static float hsum(B v) { return _mm512_reduce_add_ps(v); }
-  static float f16(uint16_t h) { return _cvtsh_ss(h); }
+  static float scalar(uint16_t h) { return _cvtsh_ss(h); }
+  static float scalar(int8_t q) { return q; }
   // e^x as 2^n * p(r), x = n ln 2 + r, |r| <= ln 2 / 2, with a degree-6 polynomial for
   // e^r (about 1 ulp); 0 below -87.3.
   static B exp(B x) {
@@ -48,6 +51,6 @@ struct Avx512 {
 
 }  // namespace
 
-void attention_avx512(const AttentionJob& job) { attend<Avx512>(job); }
+void attention_avx512(const AttentionJob& job) { attend_any<Avx512>(job); }
 
 }  // namespace laminate

@@ -24,8 +24,11 @@ struct Scalar {
   static B set1(float x) { return map([x](int) { return x; }); }
   static B load(const float* p) { return map([p](int i) { return p[i]; }); }
   static void store(float* p, const B& v) { std::memcpy(p, v.v, sizeof(v.v)); }
-  static float f16(uint16_t h) { return f16_to_f32(h); }
-  static B load_h(const uint16_t* p) { return map([p](int i) { return f16_to_f32(p[i]); }); }
+  static float scalar(uint16_t h) { return f16_to_f32(h); }
+  static float scalar(int8_t q) { return q; }
+  static B load_e(const uint16_t* p) { return map([p](int i) { return f16_to_f32(p[i]); }); }
+  static B load_e(const int8_t* p) { return map([p](int i) { return static_cast<float>(p[i]); }); }
+  static B mul(const B& a, const B& b) { return map([&](int i) { return a.v[i] * b.v[i]; }); }
   static B add(const B& a, const B& b) { return map([&](int i) { return a.v[i] + b.v[i]; }); }
   static B sub(const B& a, const B& b) { return map([&](int i) { return a.v[i] - b.v[i]; }); }
   static B fmadd(const B& a, const B& b, const B& c) { return map([&](int i) { return a.v[i] * b.v[i] + c.v[i]; }); }
@@ -65,6 +68,6 @@ struct Scalar {
 
 }  // namespace
 
-void attention_scalar(const AttentionJob& job) { attend<Scalar>(job); }
+void attention_scalar(const AttentionJob& job) { attend_any<Scalar>(job); }
 
 }  // namespace laminate

@@ -178,8 +178,19 @@ void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld) {
   pool_.parallel_for(m, [&](int r, int) { rope_row(x + r * ld, heads, head_dim, cos_sin + static_cast<int64_t>(r) * head_dim); });
 }
 
+// Q8: codes q = round(x / scale) with scale = max |x| / 127 (all zero codes for a zero row).
+static float quantize_row(const float* x, int n, int8_t* q, int64_t stride) {
+  float peak = 0.0f;
+  for (int d = 0; d < n; d++) peak = std::max(peak, std::fabs(x[d]));
+  const float scale = peak / 127.0f;
+  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  for (int d = 0; d < n; d++) q[d * stride] = static_cast<int8_t>(std::nearbyint(std::clamp(x[d] * inv, -127.0f, 127.0f)));
+  return scale;
+}
+
 void CpuBackend::write_kv(KvCache& cache, int layer, int kv_heads, int head_dim, const float* k, const float* v) {
   const int ps = cache.page_size();
+  const bool q8 = cache.format() == KvFormat::Q8;
   for (int t = 0; t < batch_.tokens; t++) {
     const int pos = batch_.positions[t];
     const int page = (*batch_.pages[t])[pos / ps];
@@ -187,8 +198,16 @@ void CpuBackend::write_kv(KvCache& cache, int layer, int kv_heads, int head_dim,
     for (int h = 0; h < kv_heads; h++) {
       const float* ks = k + (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
       const float* vs = v + (static_cast<int64_t>(t) * kv_heads + h) * head_dim;
-      uint16_t* kd = cache.keys(page, layer, h);
-      uint16_t* vd = cache.values(page, layer, h) + static_cast<int64_t>(slot) * head_dim;
+      uint8_t* kb = cache.keys(page, layer, h);
+      uint8_t* vb = cache.values(page, layer, h);
+      if (q8) {
+        int8_t* kq = reinterpret_cast<int8_t*>(kb);
+        cache.scales(kb)[slot] = quantize_row(ks, head_dim, kq + KvCache::key_index(slot, 0, head_dim), KvCache::kKeyBlock);
+        cache.scales(vb)[slot] = quantize_row(vs, head_dim, reinterpret_cast<int8_t*>(vb) + static_cast<int64_t>(slot) * head_dim, 1);
+        continue;
+      }
+      uint16_t* kd = reinterpret_cast<uint16_t*>(kb);
+      uint16_t* vd = reinterpret_cast<uint16_t*>(vb) + static_cast<int64_t>(slot) * head_dim;
       for (int d = 0; d < head_dim; d++) {
         kd[KvCache::key_index(slot, d, head_dim)] = f32_to_f16_bits(ks[d]);
         vd[d] = f32_to_f16_bits(vs[d]);

@@ -191,7 +191,9 @@ Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   for (const auto& p : b.packed_) repack_.push_back({p.view, p.file, p.offset, p.bytes});
 
   const int pages = (spec.kv_max_tokens + spec.kv_page_size - 1) / spec.kv_page_size;
+  if (spec.kv_type != "f16" && spec.kv_type != "q8") throw Error("KV cache type must be 'f16' or 'q8' (got '" + spec.kv_type + "')");
   if (spec.device == "cuda") {
+    if (spec.kv_type != "f16") throw Error("device 'cuda': the KV cache type '" + spec.kv_type + "' is supported by the CPU engine only");
 #if defined(LAMINATE_WITH_CUDA)
     CudaBackendOptions o;
     o.device = spec.device_index;
@@ -218,7 +220,8 @@ Engine::Engine(const ModelSpec& spec) : shape_(spec.shape) {
   backend_ = std::make_unique<CpuBackend>(isa, threads);
   isa_ = isa_name(isa);
   threads_ = threads;
-  cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages, true);
+  cache_ = std::make_unique<KvCache>(layers(), s.kv_heads, s.head_dim, spec.kv_page_size, pages, true,
+                                     spec.kv_type == "q8" ? KvFormat::Q8 : KvFormat::F16);
 }
 
 uint64_t Engine::weight_bytes() const {

@@ -8,10 +8,12 @@
 
 namespace laminate {
 
-KvCache::KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage)
+KvCache::KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage,
+                 KvFormat format)
     : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), page_size_(page_size), max_pages_(max_pages),
-      host_storage_(host_storage) {
-  page_elems_ = static_cast<int64_t>(layers) * 2 * kv_heads * page_size * head_dim;
+      host_storage_(host_storage), format_(format) {
+  page_bytes_ = position_bytes(layers, kv_heads, head_dim, format) * page_size;
+  block_bytes_ = page_bytes_ / (static_cast<int64_t>(layers) * 2 * kv_heads);
   if (host_storage && page_size % kKeyBlock != 0)
     throw Error("KV cache page size must be a multiple of " + std::to_string(kKeyBlock));
 }
@@ -63,7 +65,7 @@ int KvCache::take_page() {
     return p;
   }
   if (created_ < max_pages_) {
-    if (host_storage_) storage_.emplace_back(new uint16_t[page_elems_]);
+    if (host_storage_) storage_.emplace_back(new uint8_t[page_bytes_]);
     meta_.emplace_back();
     return created_++;
   }

@@ -17,11 +17,16 @@
 
 namespace laminate {
 
+// How host pages store keys and values: IEEE half floats, or int8 codes with one float
+// scale per slot and KV head (the slot's largest magnitude over 127).
+enum class KvFormat { F16, Q8 };
+
 class KvCache {
  public:
   // host_storage: whether pages hold their keys and values here (the CPU backend), or only ids of
   // pages a device keeps (the CUDA backend).
-  KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage);
+  KvCache(int layers, int kv_heads, int head_dim, int page_size, int max_pages, bool host_storage,
+          KvFormat format = KvFormat::F16);
 
   int page_size() const { return page_size_; }
   int max_pages() const { return max_pages_; }
@@ -30,19 +35,28 @@ class KvCache {
   // Published pages that no sequence holds (reclaimable).
   int cached_pages() const { return static_cast<int>(lru_.size()); }
   // Host bytes the pages take (0 when a device keeps them).
-  int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_elems_ * 2; }
+  int64_t bytes_allocated() const { return static_cast<int64_t>(storage_.size()) * page_bytes_; }
+  KvFormat format() const { return format_; }
+  // Bytes one position takes over all layers and KV heads.
+  static int64_t position_bytes(int layers, int kv_heads, int head_dim, KvFormat format) {
+    const int64_t per_head = format == KvFormat::F16 ? 2 * head_dim : head_dim + 4;
+    return static_cast<int64_t>(layers) * 2 * kv_heads * per_head;
+  }
 
-  // Host pages hold IEEE half floats, [layer][k, v][kv_head][...] with page_size * head_dim
-  // entries per kv head. Values are rows of head_dim, one per slot. Keys are transposed in
-  // blocks of kKeyBlock slots: entry (slot, d) sits at key_index(slot, d, head_dim), so
-  // that one block's scores are vector operations over its slots. A host cache's page
-  // size is a multiple of kKeyBlock.
+  // Host pages are [layer][k, v][kv_head][block]. A block holds page_size * head_dim
+  // entries (half floats, or int8 codes followed by page_size float scales, one per
+  // slot). Values are rows of head_dim, one per slot. Keys are transposed in groups of
+  // kKeyBlock slots: entry (slot, d) sits at key_index(slot, d, head_dim), so that one
+  // group's scores are vector operations over its slots. A host cache's page size is a
+  // multiple of kKeyBlock.
   static constexpr int kKeyBlock = 16;
   static int64_t key_index(int slot, int d, int head_dim) {
     return static_cast<int64_t>(slot - slot % kKeyBlock) * head_dim + static_cast<int64_t>(d) * kKeyBlock + slot % kKeyBlock;
   }
-  uint16_t* keys(int page, int layer, int kv_head) { return at(page, layer, 0, kv_head); }
-  uint16_t* values(int page, int layer, int kv_head) { return at(page, layer, 1, kv_head); }
+  uint8_t* keys(int page, int layer, int kv_head) { return at(page, layer, 0, kv_head); }
+  uint8_t* values(int page, int layer, int kv_head) { return at(page, layer, 1, kv_head); }
+  // Q8: the scales of a block returned by keys() or values().
+  float* scales(uint8_t* block) const { return reinterpret_cast<float*>(block + static_cast<int64_t>(page_size_) * head_dim_); }
 
   // shared: the sequence takes part in the prefix cache.
   int create_sequence(bool shared = false);
@@ -83,8 +97,8 @@ class KvCache {
     std::vector<int32_t> tokens;
     std::list<int>::iterator lru;
   };
-  uint16_t* at(int page, int layer, int kv, int head) {
-    return storage_[page].get() + ((static_cast<int64_t>(layer) * 2 + kv) * kv_heads_ + head) * page_size_ * head_dim_;
+  uint8_t* at(int page, int layer, int kv, int head) {
+    return storage_[page].get() + ((static_cast<int64_t>(layer) * 2 + kv) * kv_heads_ + head) * block_bytes_;
   }
   int take_page();
   void hold(int page);
@@ -98,8 +112,9 @@ class KvCache {
   int layers_, kv_heads_, head_dim_, page_size_, max_pages_;
   bool host_storage_;
   int created_ = 0;  // pages handed out so far (ids 0 .. created_ - 1)
-  int64_t page_elems_;
-  std::vector<std::unique_ptr<uint16_t[]>> storage_;
+  KvFormat format_;
+  int64_t block_bytes_, page_bytes_;
+  std::vector<std::unique_ptr<uint8_t[]>> storage_;
   std::vector<Page> meta_;
   std::vector<int> free_;
   std::list<int> lru_;  // cached pages, least recently used first

@@ -47,6 +47,7 @@ struct ModelSpec {
   int threads = 0;        // 0: physical cores
   int kv_page_size = 16;
   int kv_max_tokens = 0;  // KV cache capacity in positions over all sequences
+  std::string kv_type = "f16";  // the CPU cache's format: "f16" or "q8" (kv_cache.h)
 };
 
 }  // namespace laminate

@@ -188,8 +188,10 @@ function runDecoder(
   m: Model,
   tokens: number[],
   cache: { keys: Float64Array[]; values: Float64Array[] }[],
+  storage: KvStorage = 'f16',
 ): Float64Array[] {
   const start = cache[0]?.keys.length ?? 0;
+  const store = (x: Float64Array): Float64Array => (storage === 'f16' ? x.map(roundToHalf) : roundToInt8(x, m.kvHeads, m.headDim));
   const groupSize = m.heads / m.kvHeads;
   const scale = 1 / Math.sqrt(m.headDim);
 
@@ -213,9 +215,9 @@ function runDecoder(
       applyRope(q, m.heads, m.headDim, m.invFreq, pos);
       applyRope(k, m.kvHeads, m.headDim, m.invFreq, pos);
       queries.push(q);
-      // The engines keep keys and values in half precision.
-      kv.keys.push(k.map(roundToHalf));
-      kv.values.push(v.map(roundToHalf));
+      // The engines keep keys and values in half precision, or in int8.
+      kv.keys.push(store(k));
+      kv.values.push(store(v));
     });
 
     // Causal (optionally sliding-window) grouped-query attention, output projection, residual.
@@ -290,6 +292,21 @@ export function roundToHalf(x: number): number {
   return Math.sign(x) * (r > 65504 ? Infinity : r);
 }
 
+/** How the engine stores keys and values (LoadOptions.kvCacheType). */
+export type KvStorage = 'f16' | 'q8';
+
+/** Each head's entries as int8 codes times max |x| / 127, rounded to nearest. */
+export function roundToInt8(x: Float64Array, heads: number, headDim: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let h = 0; h < heads; h++) {
+    let peak = 0;
+    for (let d = 0; d < headDim; d++) peak = Math.max(peak, Math.abs(x[h * headDim + d]!));
+    const scale = peak / 127;
+    for (let d = 0; d < headDim; d++) out[h * headDim + d] = scale > 0 ? Math.round(x[h * headDim + d]! / scale) * scale : 0;
+  }
+  return out;
+}
+
 /** Final RMSNorm and LM head. */
 function logitsOf(m: Model, x: Float64Array): Float64Array {
   return matvec(m.lmHead, rmsNorm(x, m.finalNorm, m.eps));
@@ -300,9 +317,9 @@ function emptyCache(m: Model): { keys: Float64Array[]; values: Float64Array[] }[
 }
 
 /** Logits after every position of `tokens` (full causal forward from scratch), float64. */
-export function referenceLogits(ckpt: TinyCheckpoint, tokens: number[]): Float64Array[] {
+export function referenceLogits(ckpt: TinyCheckpoint, tokens: number[], storage: KvStorage = 'f16'): Float64Array[] {
   const m = loadModel(ckpt);
-  return runDecoder(m, tokens, emptyCache(m)).map((x) => logitsOf(m, x));
+  return runDecoder(m, tokens, emptyCache(m), storage).map((x) => logitsOf(m, x));
 }
 
 function argmax(v: Float64Array): number {
