@@ -89,6 +89,16 @@ describe('laminate CLI', () => {
     }
   });
 
+  it('--kv-cache-type picks the KV cache format', () => {
+    const info = run(['info', '--kv-cache-type', 'q8']);
+    expect(info.status, info.stderr).toBe(0);
+    expect(JSON.parse(info.stdout).info.kvCacheType).toBe('q8');
+    const q8 = run(['generate', 'The function', '--max-tokens', '6', '--ignore-eos', '--kv-cache-type', 'q8', '--json']);
+    expect(q8.status, q8.stderr).toBe(0);
+    expect(JSON.parse(q8.stdout).tokens.length).toBe(6);
+    expect(run(['generate', 'x', '--kv-cache-type', 'q4'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/kvCacheType must be 'f16' or 'q8'/) });
+  });
+
   it('bad input is a message and exit code 1', () => {
     expect(run(['dance'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/unknown command 'dance'/) });
     expect(run(['generate', 'x', '--temperature', 'hot'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/--temperature must be a number/) });
