@@ -16,57 +16,42 @@
 
 namespace laminate {
 
+// The VNNI families differ from their base family only in the EXL2 matmul.
+static Isa vector_family(Isa isa) {
+  if (isa == Isa::Avx512Vnni) return Isa::Avx512;
+  if (isa == Isa::Avx2Vnni) return Isa::Avx2;
+  return isa;
+}
+
 static MatmulDenseFn pick_dense(Isa isa) {
-  switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
-    case Isa::Avx512:
-    case Isa::Avx512Vnni: return matmul_dense_avx512;
-    case Isa::Avx2:
-    case Isa::Avx2Vnni: return matmul_dense_avx2;
-#else
-    case Isa::Avx512:
-    case Isa::Avx512Vnni:
-    case Isa::Avx2:
-    case Isa::Avx2Vnni:
+  if (vector_family(isa) == Isa::Avx512) return matmul_dense_avx512;
+  if (vector_family(isa) == Isa::Avx2) return matmul_dense_avx2;
 #endif
-    case Isa::Scalar: break;
-  }
+  (void)isa;
   return matmul_dense_scalar;
 }
 
 static AttentionFn pick_attention(Isa isa) {
-  switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
-    case Isa::Avx512:
-    case Isa::Avx512Vnni: return attention_avx512;
-    case Isa::Avx2:
-    case Isa::Avx2Vnni: return attention_avx2;
-#else
-    case Isa::Avx512:
-    case Isa::Avx512Vnni:
-    case Isa::Avx2:
-    case Isa::Avx2Vnni:
+  if (vector_family(isa) == Isa::Avx512) return attention_avx512;
+  if (vector_family(isa) == Isa::Avx2) return attention_avx2;
 #endif
-    case Isa::Scalar: break;
-  }
+  (void)isa;
   return attention_scalar;
 }
 
 MatmulExl2Fn pick_exl2(Isa isa) {
-  switch (isa) {
 #ifdef LAMINATE_X86_KERNELS
+  switch (isa) {
     case Isa::Avx512: return matmul_exl2_avx512;
     case Isa::Avx512Vnni: return matmul_exl2_avx512vnni;
     case Isa::Avx2: return matmul_exl2_avx2;
     case Isa::Avx2Vnni: return matmul_exl2_avx2vnni;
-#else
-    case Isa::Avx512:
-    case Isa::Avx512Vnni:
-    case Isa::Avx2:
-    case Isa::Avx2Vnni:
-#endif
     case Isa::Scalar: break;
   }
+#endif
+  (void)isa;
   return matmul_exl2_scalar;
 }
 
@@ -178,13 +163,17 @@ void CpuBackend::rope(float* x, int m, int heads, int head_dim, int64_t ld) {
   pool_.parallel_for(m, [&](int r, int) { rope_row(x + r * ld, heads, head_dim, cos_sin + static_cast<int64_t>(r) * head_dim); });
 }
 
-// Q8: codes q = round(x / scale) with scale = max |x| / 127 (all zero codes for a zero row).
+// Q8: codes q = round(x / scale) with scale = max |x| / 127 (all zero codes for a zero row;
+// a NaN entry gets code 0).
 static float quantize_row(const float* x, int n, int8_t* q, int64_t stride) {
   float peak = 0.0f;
   for (int d = 0; d < n; d++) peak = std::max(peak, std::fabs(x[d]));
   const float scale = peak / 127.0f;
   const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-  for (int d = 0; d < n; d++) q[d * stride] = static_cast<int8_t>(std::nearbyint(std::clamp(x[d] * inv, -127.0f, 127.0f)));
+  for (int d = 0; d < n; d++) {
+    const float y = x[d] * inv;
+    q[d * stride] = y == y ? static_cast<int8_t>(std::nearbyint(std::clamp(y, -127.0f, 127.0f))) : 0;
+  }
   return scale;
 }
 

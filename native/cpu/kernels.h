@@ -1,10 +1,8 @@
-// The CPU's non-matmul kernels: plain functions over pointers and shapes. They are small
-// next to the matmuls, so they are written once in portable C++.
+// The CPU's small kernels: plain functions over pointers and shapes. They are small next
+// to the matmuls and attention, so they are written once in portable C++.
 #pragma once
 #include <cstdint>
-#include <vector>
 
-#include "../engine/kv_cache.h"
 #include "matmul_dense.h"
 
 namespace laminate {
