@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuInfo, loadModel } from '../lib/index.js';
 import { decodeBatch, expectBatchInvariant, mixedBatch, tokenRun } from './helpers/batch.js';
 import { tmpDir, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
-import { referenceLogits, roundToInt8 } from './helpers/reference.js';
+import { referenceLogits, roundToHalf, roundToInt8 } from './helpers/reference.js';
 
 // head_dim 24: one and a half vectors of sixteen, so the value rows end in a scalar tail;
 // GQA 3:1 and a sliding window that cuts key groups in the middle.
@@ -50,6 +50,25 @@ describe.each(cpuInfo().isas)('KV cache formats (%s)', (isa) => {
 });
 
 describe('KV cache formats', () => {
+  it("the reference's half-float rounding: every finite half maps to itself, midpoints to the even one", () => {
+    const halves: number[] = [];
+    for (let bits = 0; bits < 0x7c00; bits++) {
+      const e = bits >> 10, m = bits & 1023;
+      halves.push(e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25));
+    }
+    for (let i = 0; i < halves.length; i++) {
+      expect(roundToHalf(halves[i]!)).toBe(halves[i]);
+      expect(roundToHalf(-halves[i]!)).toBe(-halves[i]!);
+      if (i + 1 < halves.length) {
+        const mid = (halves[i]! + halves[i + 1]!) / 2;
+        expect(roundToHalf(mid)).toBe(halves[i % 2 === 0 ? i : i + 1]);
+        expect(roundToHalf(mid * (1 + 1e-12))).toBe(halves[i + 1]);
+      }
+    }
+    expect(roundToHalf(65519)).toBe(65504);
+    expect(roundToHalf(65520)).toBe(Infinity);
+  });
+
   it('q8 differs from the float cache by its rounding only', async () => {
     // the int8 reference is not the float one: the test above would notice a q8 cache
     // that kept floats
