@@ -45,7 +45,8 @@ export interface LoadOptions {
   /**
    * How the KV cache stores keys and values: 'f16' (default; half floats, as on the GPU),
    * or 'q8' (CPU only: int8 with a scale per position and KV head, a little over half the
-   * memory of 'f16', for long contexts; logits move by about 1% of their range).
+   * memory of 'f16', for long contexts; logits move by about 0.3% of their range on the
+   * bundled model).
    */
   kvCacheType?: 'f16' | 'q8';
   /** Most tokens in one batched forward pass, prompt chunks included (default 512). */
