@@ -3,6 +3,7 @@
 // prefill tok/s, bytes read per decoded token, and the share of the memory-bandwidth limit.
 //   node bench/exl2.mjs --models DIR[,DIR...] --gguf FILE[,FILE...] [--threads 2]
 //        [--prompt-len 128] [--gen 64] [--repeats 3] [--bandwidth GB/s] [--harness DIR]
+//        [--isa auto|avx2,avx2vnni,...] (one row per EXL2 model and kernel family)
 // EXL2 directories come from bench/make-exl2.mjs; --bandwidth defaults to the harness's
 // bw measurement (./bw 2 2 12, median) when the harness is there.
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     models: { type: 'string' }, gguf: { type: 'string', default: '' }, threads: { type: 'string', default: '2' },
     'prompt-len': { type: 'string', default: '128' }, gen: { type: 'string', default: '64' }, repeats: { type: 'string', default: '3' },
     bandwidth: { type: 'string' }, harness: { type: 'string', default: resolve(here, '../../shared/bench') },
+    isa: { type: 'string', default: 'auto' },
   },
 });
 if (!values.models) {
@@ -53,9 +55,11 @@ if (Number.isNaN(bandwidth) && existsSync(join(harness, 'bw.c'))) {
 
 const rows = [];
 for (const dir of values.models.split(',').filter(Boolean)) {
-  const r = run(process.execPath, [join(here, 'engine.mjs'), '--model', resolve(dir), ...common], process.cwd());
-  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  rows.push({ engine: 'laminate', weights: basename(dir), bpw: config.quantization_config?.bits ?? null, bytes: safetensorsBytes(dir), pp: r.pp_tok_s, tg: r.tg_tok_s, step: r.tg_step_ms });
+  for (const isa of values.isa.split(',').filter(Boolean)) {
+    const r = run(process.execPath, [join(here, 'engine.mjs'), '--model', resolve(dir), '--isa', isa, ...common], process.cwd());
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    rows.push({ engine: `laminate (${r.isa})`, weights: basename(dir), bpw: config.quantization_config?.bits ?? null, bytes: safetensorsBytes(dir), pp: r.pp_tok_s, tg: r.tg_tok_s, step: r.tg_step_ms });
+  }
 }
 for (const file of values.gguf.split(',').filter(Boolean)) {
   const r = run(process.execPath, [join(harness, 'llamacpp_bench.mjs'), '--model', resolve(file), ...common], harness);
