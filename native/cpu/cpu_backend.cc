@@ -16,12 +16,14 @@
 
 namespace laminate {
 
+#ifdef LAMINATE_X86_KERNELS
 // The VNNI families differ from their base family only in the EXL2 matmul.
 static Isa vector_family(Isa isa) {
   if (isa == Isa::Avx512Vnni) return Isa::Avx512;
   if (isa == Isa::Avx2Vnni) return Isa::Avx2;
   return isa;
 }
+#endif
 
 static MatmulDenseFn pick_dense(Isa isa) {
 #ifdef LAMINATE_X86_KERNELS
