@@ -12,7 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/laminate-arm64}
-JOBS=${JOBS:-1}
 CXX=${CXX:-aarch64-linux-gnu-g++}
 OBJDUMP=${OBJDUMP:-aarch64-linux-gnu-objdump}
 command -v "$CXX" >/dev/null || { echo "cross-arm64: $CXX not found (apt-get install g++-aarch64-linux-gnu)" >&2; exit 2; }
@@ -23,29 +22,10 @@ NAPI_HEADERS=$(node -p "require('node-api-headers').include_dir")
 CXXFLAGS=(-std=c++17 -O3 -fPIC -pthread -fno-math-errno -fexceptions -Wall -Wno-unused-parameter -DNAPI_VERSION=8
   -DNODE_ADDON_API_DISABLE_DEPRECATED -I"$ADDON_API" -I"$NAPI_HEADERS")
 
-node -p 'require("./native/sources.json").common.join("\n")' > "$OUT/sources.txt"
-fail=0
-running=0
-compile() {
-  local src=$1 obj
-  obj="$OUT/obj/$(echo "${src%.cc}" | tr / _).o"
-  if "$CXX" "${CXXFLAGS[@]}" -c "$src" -o "$obj" 2> "$obj.log" && [ ! -s "$obj.log" ]; then
-    echo "ok    $src"
-  elif [ -f "$obj" ] && ! grep -q "error" "$obj.log"; then
-    echo "warn  $src"; sed 's/^/      /' "$obj.log" | head -20
-  else
-    echo "FAIL  $src"; sed 's/^/      /' "$obj.log" | head -40; return 1
-  fi
-}
-while read -r src; do
-  compile "$src" &
-  running=$((running + 1))
-  if [ "$running" -ge "$JOBS" ]; then wait -n || fail=1; running=$((running - 1)); fi
-done < "$OUT/sources.txt"
-while [ "$running" -gt 0 ]; do wait -n || fail=1; running=$((running - 1)); done
-count=$(wc -l < "$OUT/sources.txt")
-if [ "$fail" != 0 ]; then echo "cross-arm64: some of $count sources failed to compile" >&2; exit 1; fi
-echo "cross-arm64: $count sources compiled to $OUT/obj"
+# One line per source: "<file>\t" (no extra flags: the per-ISA kernels are x86-64 only).
+node -p 'require("./native/sources.json").common.map((f) => f + "\t").join("\n")' > "$OUT/sources.tsv"
+. scripts/compile-sources.sh
+compile_sources cross-arm64 "$OUT/sources.tsv"
 
 "$CXX" -shared -pthread -o "$OUT/laminate.node" "$OUT"/obj/*.o -s
 echo "cross-arm64: linked $OUT/laminate.node ($(stat -c %s "$OUT/laminate.node") bytes)"

@@ -12,7 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/laminate-win64}
-JOBS=${JOBS:-1}
 if [ -z "${CXX:-}" ]; then
   if command -v x86_64-w64-mingw32-g++-posix >/dev/null; then CXX=x86_64-w64-mingw32-g++-posix; else CXX=x86_64-w64-mingw32-g++; fi
 fi
@@ -33,27 +32,8 @@ for (const f of s.common) console.log(f + "\t");
 for (const isa of Object.values(s.isa)) for (const f of isa.sources) console.log(f + "\t" + isa.flags.join(" "));
 ' > "$OUT/sources.tsv"
 
-compile() {
-  local src=$1 flags=$2 obj
-  obj="$OUT/obj/$(echo "${src%.cc}" | tr / _).o"
-  # shellcheck disable=SC2086
-  if "$CXX" "${CXXFLAGS[@]}" $flags -c "$src" -o "$obj" 2> "$obj.log"; then
-    echo "ok    $src"
-  else
-    echo "FAIL  $src"; sed 's/^/      /' "$obj.log" | head -40; return 1
-  fi
-}
-fail=0
-running=0
-while IFS=$'\t' read -r src flags; do
-  compile "$src" "$flags" &
-  running=$((running + 1))
-  if [ "$running" -ge "$JOBS" ]; then wait -n || fail=1; running=$((running - 1)); fi
-done < "$OUT/sources.tsv"
-while [ "$running" -gt 0 ]; do wait -n || fail=1; running=$((running - 1)); done
-count=$(wc -l < "$OUT/sources.tsv")
-if [ "$fail" != 0 ]; then echo "cross-windows: some of $count sources failed to compile" >&2; exit 1; fi
-echo "cross-windows: $count sources compiled to $OUT/obj"
+. scripts/compile-sources.sh
+compile_sources cross-windows "$OUT/sources.tsv"
 
 # Import library for the N-API functions node.exe exports, then the DLL.
 cat "$NAPI_DEFS/node_api.def" > "$OUT/node.def"
