@@ -22,7 +22,9 @@
       "cflags": ["-pthread"],
       "ldflags": ["-pthread"],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["laminate_avx2", "laminate_avx2vnni", "laminate_avx512", "laminate_avx512vnni"]}]
+        ["OS=='linux'", {"ldflags": ["<!@(node -p \"require('./native/sources.json').linuxLinkFlags.join(' ')\")"]}],
+        ["target_arch=='x64'", {"dependencies": ["laminate_avx2", "laminate_avx2vnni", "laminate_avx512", "laminate_avx512vnni"]}],
+        ["target_arch=='arm64'", {"dependencies": ["laminate_neon", "laminate_neondot"]}]
       ]
     }
   ],
@@ -60,6 +62,24 @@
           "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.flags.join(' ')\")"],
           "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.flags.join(' ')\")"]},
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<!@(node -p \"require('./native/sources.json').isa.avx512vnni.msvcFlags.join(' ')\")"]}}
+        }
+      ]
+    }],
+    ["target_arch=='arm64'", {
+      "targets": [
+        {
+          "target_name": "laminate_neon",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isaArm64.neon.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isaArm64.neon.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isaArm64.neon.flags.join(' ')\")"]}
+        },
+        {
+          "target_name": "laminate_neondot",
+          "type": "static_library",
+          "sources": ["<!@(node -p \"require('./native/sources.json').isaArm64.neondot.sources.join(' ')\")"],
+          "cflags_cc": ["<!@(node -p \"require('./native/sources.json').isaArm64.neondot.flags.join(' ')\")"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<!@(node -p \"require('./native/sources.json').isaArm64.neondot.flags.join(' ')\")"]}
         }
       ]
     }]

@@ -1,9 +1,10 @@
 // What this machine offers the engine.
 import { cudaAddon, native } from './native.js';
 
-/** A family of CPU kernels, from the least to the most preferred: the VNNI families are
- * the AVX2 and AVX-512 ones with 8-bit dot products in the EXL2 matmul. */
-export type Isa = 'scalar' | 'avx2' | 'avx2vnni' | 'avx512' | 'avx512vnni';
+/** A family of CPU kernels, from the least to the most preferred: on x86-64 the VNNI
+ * families are the AVX2 and AVX-512 ones with 8-bit dot products in the EXL2 matmul; on
+ * arm64 'neondot' is 'neon' with the ARMv8.2-A dot products there. */
+export type Isa = 'scalar' | 'avx2' | 'avx2vnni' | 'avx512' | 'avx512vnni' | 'neon' | 'neondot';
 
 export interface CpuInfo {
   /** Kernel families this CPU can run, e.g. ['scalar', 'avx2']. */

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuInfo, exportModel, layoutGroups, loadModel, packExl2, quantizeRtn, type Exl2Codes, type Exl2Group, type Exl2Tensors } from '../lib/index.js';
 import { decode, encode, tmpDir, writeSafetensors, writeTinyCheckpoint, type TinyCheckpoint } from './helpers/checkpoint.js';
 import { DEQUANT_EXAMPLE, fp16, PACKING_EXAMPLES, referenceDequantize } from './helpers/exl2-reference.js';
+import { exactCase, kernelWeights, layerArrays, randomLayer, rng } from './helpers/exl2-cases.js';
 import { referenceLogits } from './helpers/reference.js';
 import { readModelTensors } from './helpers/safetensors-read.js';
 import { readSource } from '../lib/model/load.js';
@@ -25,34 +26,7 @@ const fresh = () => {
 };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return (n: number) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
 
-/** Random codes, scales and permutation for a layout. */
-function randomLayer(n: number, k: number, groups: Exl2Group[], seed: number): Exl2Codes {
-  const r = rng(seed);
-  const perm = Int32Array.from({ length: k }, (_, i) => i);
-  for (let i = k - 1; i > 0; i--) {
-    const j = r(i + 1);
-    [perm[i], perm[j]] = [perm[j]!, perm[i]!];
-  }
-  const codes = new Uint8Array(k * n);
-  let row = 0;
-  for (const g of groups) {
-    for (let j = 0; j < g.rows * n; j++) codes[row * n + j] = r(2 ** g.bits);
-    row += g.rows;
-  }
-  // maxima from 0.001 to 0.05, some giving subnormal m = max / 256
-  const scaleMax = Float64Array.from(groups, () => fp16(0.001 + r(1000) * 0.000049));
-  return { inFeatures: k, outFeatures: n, groups, perm, codes, scaleCodes: Uint8Array.from({ length: groups.length * n }, () => r(16)), scaleMax };
-}
 
 const asTensors = (t: Exl2Tensors, n: number, k: number) => ({
   qWeight: t.q_weight.data, qInvperm: t.q_invperm.data, qScale: t.q_scale.data,
@@ -191,24 +165,7 @@ describe('the kernels', () => {
     { n: 200, k: 1088, layouts: [LAYOUTS[1]!, LAYOUTS[3]!], rows: { cpu: [1, 5], cuda: [1, 9], 'cuda-mma': [17, 70] } },
   ];
   const kindOf = (isa: string): Kernel => (isa === 'cuda' || isa === 'cuda-mma' ? isa : 'cpu');
-  const layerArrays = (t: Exl2Tensors, n: number, k: number) => ({ qWeight: new Int32Array(t.q_weight.data.buffer), qInvperm: t.q_invperm.data, qScale: new Int32Array(t.q_scale.data.buffer), qScaleMax: t.q_scale_max.data, qGroups: t.q_groups.data, n, k });
 
-  /** w[c][j]: column c, stored row j, as the kernels define it: (q - z) * fp16((s + 1)^2 * m). */
-  function kernelWeights(layer: Exl2Codes): number[][] {
-    const n = layer.outFeatures;
-    const w: number[][] = [];
-    for (let c = 0; c < n; c++) {
-      w.push([]);
-      let row = 0;
-      layer.groups.forEach((g, gi) => {
-        const m = fp16(layer.scaleMax[gi]! / 256), z = 2 ** (g.bits - 1);
-        const scale = fp16((layer.scaleCodes[gi * n + c]! + 1) ** 2 * m);
-        for (let j = row; j < row + g.rows; j++) w[c]!.push((layer.codes[j * n + c]! - z) * scale);
-        row += g.rows;
-      });
-    }
-    return w;
-  }
 
   function checkProducts(isa: string, addon: NativeAddon) {
     for (const [si, { n, k, layouts, rows }] of SHAPES.entries())
@@ -253,51 +210,9 @@ describe('the kernels', () => {
   it.each(cpuInfo().isas)('compute their int8 products exactly: every width, 1 to 9 rows (%s)', (isa) => checkProducts(isa, native()));
   it.skipIf(cuda.skip !== '').each(['cuda', 'cuda-mma'])(`compute their int8 products exactly: every width, 1 to 70 rows (%s)${cuda.skip}`, (isa) => checkProducts(isa, cuda.need()));
 
-  // Inputs whose every float step is exact, so that each kernel's output is its integer sums
-  // to the last bit: segment scales 2^e (each segment's largest input is 127 * 2^e, the others
-  // integers and halves times 2^e: the halves are ties, rounded to even), group maxima 1
-  // (m = 2^-8) and scale codes 0 or 1, and every partial sum a multiple of 2^-9 below 2^15
-  // in magnitude (checked), where float32 is exact.
-  function exactCase(isa: string) {
-    const { n, k } = SHAPES[1]!;
-    const segments = k / 32;
-    const rows = kindOf(isa) === 'cuda-mma' ? 17 : kindOf(isa) === 'cuda' ? 9 : 5;
-    const r = rng(4242);
-    const layer = randomLayer(n, k, layoutGroups(k, [[0.25, 8], [0.25, 6], [0.25, 4], [0.25, 2]], 64), 4243);
-    layer.scaleMax.fill(1);
-    layer.scaleCodes.forEach((_, i) => (layer.scaleCodes[i] = r(2)));
-    const x = new Float32Array(rows * k);
-    const xq = new Int8Array(rows * k); // stored-row order
-    const scales = new Float32Array(rows * segments);
-    const evenRound = (v: number) => (Math.abs(v % 1) === 0.5 ? 2 * Math.round(v / 2) : Math.round(v));
-    for (let row = 0; row < rows; row++)
-      for (let s = 0; s < segments; s++) {
-        const e = r(2) - 1, top = 32 * s + r(32);
-        scales[row * segments + s] = row === 1 ? 0 : 2 ** e; // row 1: all zeros
-        for (let j = 32 * s; j < 32 * s + 32; j++) {
-          const v = row === 1 ? 0 : j === top ? (r(2) ? 127 : -127) : (r(61) - 30) / 2;
-          x[row * k + layer.perm[j]!] = v * 2 ** e;
-          xq[row * k + j] = evenRound(v);
-        }
-      }
-    const w = kernelWeights(layer);
-    const want = new Float64Array(rows * n);
-    for (let row = 0; row < rows; row++)
-      for (let c = 0; c < n; c++) {
-        let total = 0, size = 0;
-        for (let j = 0; j < k; j++) {
-          const term = w[c]![j]! * xq[row * k + j]! * scales[row * segments + Math.floor(j / 32)]!;
-          total += term;
-          size += Math.abs(term);
-        }
-        expect(size, 'partial sums exact in float32').toBeLessThan(2 ** 15);
-        want[row * n + c] = total;
-      }
-    return { layer: layerArrays(packExl2(layer), n, k), x, rows, xq, scales, want };
-  }
 
   function expectExact(isa: string, addon: NativeAddon) {
-    const c = exactCase(isa);
+    const c = exactCase(kindOf(isa) === 'cuda-mma' ? 17 : kindOf(isa) === 'cuda' ? 9 : 5);
     const out = addon.exl2Matmul(c.layer, c.x, c.rows, isa);
     expect(Array.from(out.scale)).toEqual(Array.from(c.scales));
     expect(Array.from(out.xq)).toEqual(Array.from(c.xq));

@@ -36,7 +36,7 @@ export interface LoadOptions {
   device?: 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
   /** Compute threads; default the number of physical cores. */
   threads?: number;
-  /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx2vnni', 'avx512', 'avx512vnni' (see {@link Isa}). */
+  /** Kernel family: 'auto' (default; or the LAMINATE_ISA environment variable), 'scalar', 'avx2', 'avx2vnni', 'avx512', 'avx512vnni', on arm64 'neon', 'neondot' (see {@link Isa}). */
   isa?: 'auto' | Isa;
   /** Longest sequence, in tokens; default min(max_position_embeddings, 8192). */
   contextSize?: number;

@@ -17,6 +17,22 @@
 #include <sys/sysctl.h>
 #endif
 
+// arm64: NEON is part of the architecture; the dot-product extension is reported by the
+// kernel (Linux: the auxiliary vector; macOS: sysctl; Windows: IsProcessorFeaturePresent).
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define LAMINATE_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#elif defined(_WIN32)
+#include <windows.h>
+#endif
+#endif
+
 namespace laminate {
 
 #ifdef LAMINATE_X86
@@ -73,8 +89,28 @@ static bool zmm_enabled(uint64_t xcr0) {
 }
 #endif
 
+#ifdef LAMINATE_ARM64
+static bool arm64_dotprod() {
+#if defined(__linux__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof value;
+  return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value;
+#elif defined(_WIN32) && defined(PF_ARM_V82_DP_INSTRUCTIONS_AVAILABLE)
+  return IsProcessorFeaturePresent(PF_ARM_V82_DP_INSTRUCTIONS_AVAILABLE) != 0;
+#else
+  return false;
+#endif
+}
+#endif
+
 static CpuFeatures detect() {
   CpuFeatures f;
+#ifdef LAMINATE_ARM64
+  f.neon = true;
+  f.neondot = arm64_dotprod();
+#endif
 #ifdef LAMINATE_X86
   unsigned a, b, c, d;
   if (!get_cpuid(1, a, b, c, d)) return f;
@@ -108,6 +144,8 @@ const char* isa_name(Isa isa) {
     case Isa::Avx2Vnni: return "avx2vnni";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Neon: return "neon";
+    case Isa::NeonDot: return "neondot";
   }
   return "?";
 }
@@ -119,11 +157,13 @@ bool isa_supported(Isa isa) {
     case Isa::Avx2Vnni: return cpu_features().avx2vnni;
     case Isa::Avx512: return cpu_features().avx512;
     case Isa::Avx512Vnni: return cpu_features().avx512vnni;
+    case Isa::Neon: return cpu_features().neon;
+    case Isa::NeonDot: return cpu_features().neondot;
   }
   return false;
 }
 
-static constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni};
+static constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot};
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
@@ -141,7 +181,7 @@ Isa resolve_isa(const std::string& name) {
     if (!isa_supported(isa)) throw Error("instruction set '" + name + "' is not supported by this CPU");
     return isa;
   }
-  throw Error("unknown instruction set '" + name + "' (expected auto, scalar, avx2, avx2vnni, avx512 or avx512vnni)");
+  throw Error("unknown instruction set '" + name + "' (expected auto, scalar, avx2, avx2vnni, avx512, avx512vnni, neon or neondot)");
 }
 
 }  // namespace laminate

@@ -7,28 +7,32 @@
 #include "../core/dtype.h"
 #include "kernels.h"
 
-// The AVX2 and AVX-512 kernel files are built for x86-64 only (binding.gyp and
-// CMakeLists.txt leave them out elsewhere, e.g. on arm64); there the CPU reports neither
-// instruction set, so only the scalar kernels are ever picked.
+// The AVX2 and AVX-512 kernel files are built for x86-64 only, the NEON ones for arm64 only
+// (binding.gyp and CMakeLists.txt leave the others out); the CPU never reports an
+// instruction set of the other architecture, so only kernels that are there are picked.
 #if defined(__x86_64__) || defined(_M_X64)
 #define LAMINATE_X86_KERNELS 1
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define LAMINATE_ARM64_KERNELS 1
 #endif
 
 namespace laminate {
 
-#ifdef LAMINATE_X86_KERNELS
-// The VNNI families differ from their base family only in the EXL2 matmul.
+// The 8-bit dot-product families differ from their base family only in the EXL2 matmul.
 static Isa vector_family(Isa isa) {
   if (isa == Isa::Avx512Vnni) return Isa::Avx512;
   if (isa == Isa::Avx2Vnni) return Isa::Avx2;
+  if (isa == Isa::NeonDot) return Isa::Neon;
   return isa;
 }
-#endif
 
 static MatmulDenseFn pick_dense(Isa isa) {
 #ifdef LAMINATE_X86_KERNELS
   if (vector_family(isa) == Isa::Avx512) return matmul_dense_avx512;
   if (vector_family(isa) == Isa::Avx2) return matmul_dense_avx2;
+#endif
+#ifdef LAMINATE_ARM64_KERNELS
+  if (vector_family(isa) == Isa::Neon) return matmul_dense_neon;
 #endif
   (void)isa;
   return matmul_dense_scalar;
@@ -44,17 +48,19 @@ static AttentionFn pick_attention(Isa isa) {
 }
 
 MatmulExl2Fn pick_exl2(Isa isa) {
-#ifdef LAMINATE_X86_KERNELS
   switch (isa) {
+#ifdef LAMINATE_X86_KERNELS
     case Isa::Avx512: return matmul_exl2_avx512;
     case Isa::Avx512Vnni: return matmul_exl2_avx512vnni;
     case Isa::Avx2: return matmul_exl2_avx2;
     case Isa::Avx2Vnni: return matmul_exl2_avx2vnni;
-    case Isa::Scalar: break;
-  }
 #endif
-  (void)isa;
-  return matmul_exl2_scalar;
+#ifdef LAMINATE_ARM64_KERNELS
+    case Isa::Neon: return matmul_exl2_neon;
+    case Isa::NeonDot: return matmul_exl2_neondot;
+#endif
+    default: return matmul_exl2_scalar;
+  }
 }
 
 CpuBackend::CpuBackend(Isa isa, int threads)

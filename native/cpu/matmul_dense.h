@@ -26,5 +26,7 @@ void matmul_dense_avx2(const DenseView& w, const float* x, int m, int64_t ldx, f
                        int64_t n0, int64_t n1);
 void matmul_dense_avx512(const DenseView& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
+void matmul_dense_neon(const DenseView& w, const float* x, int m, int64_t ldx, float* y, int64_t ldy,
+                       int64_t n0, int64_t n1);
 
 }  // namespace laminate

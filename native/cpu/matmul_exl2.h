@@ -34,5 +34,7 @@ void matmul_exl2_avx2(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy
 void matmul_exl2_avx512(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 void matmul_exl2_avx2vnni(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 void matmul_exl2_avx512vnni(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
+void matmul_exl2_neon(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
+void matmul_exl2_neondot(const Exl2View& w, const Exl2Act& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
 }  // namespace laminate

@@ -48,9 +48,11 @@ struct Avx2 {
 #ifdef LAMINATE_EXL2_DOT4
   // unsigned bytes of a times signed bytes of b, four to a lane, added to acc's int32 lanes
   static constexpr bool kDot4 = true;
+  static constexpr bool kSignedDot4 = false;
   static U dot4(U acc, U a, U b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
 #else
   static constexpr bool kDot4 = false;
+  static constexpr bool kSignedDot4 = false;
 #endif
 };
 

@@ -11,6 +11,7 @@ namespace {
 
 struct Scalar {
   static constexpr bool kDot4 = false;
+  static constexpr bool kSignedDot4 = false;
   static constexpr int W = 8;
   struct V {
     float v[W];
