@@ -1,6 +1,7 @@
 // Finds and loads the native addon: a prebuilt binary from prebuilds/ when one matches this
-// platform, else the one built from source in build/. The CUDA variant (npm run
-// build:cuda) is looked up separately, in build-cuda/, when a device asks for it.
+// platform, else the one built from source in build/. The CUDA variant is looked up
+// separately when a device asks for it: a source build in build-cuda/ (npm run build:cuda),
+// or the opt-in package of prebuilt CUDA binaries.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -186,14 +187,44 @@ export function native(): NativeAddon {
 
 let cuda: { addon?: NativeAddon; reason?: string } | undefined;
 
-/** The CUDA variant of the addon, or why it cannot be loaded. LAMINATE_CUDA_ADDON names
- * another file than build-cuda/Release/laminate.node (such as the simulator build,
- * build-sim/Release/laminate.node, which runs the CUDA engine and kernels on the CPU). */
+/** The npm package that holds the prebuilt CUDA variant for this platform (opt-in:
+ * `npm install laminate-cuda-linux-x64`), built from packages/cuda/ by npm run prebuild:cuda. */
+export const cudaPackageName = `laminate-cuda-${process.platform}-${process.arch}`;
+
+/** Where the CUDA variant is: LAMINATE_CUDA_ADDON (such as the simulator build,
+ * build-sim/Release/laminate.node, which runs the CUDA engine and kernels on the CPU), else
+ * a source build (npm run build:cuda, build-cuda/Release/laminate.node), else the prebuilt
+ * package of this platform, whose version must be this package's. */
+function findCudaAddon(): { file?: string; reason?: string } {
+  const env = process.env['LAMINATE_CUDA_ADDON'];
+  if (env) return existsSync(resolve(env)) ? { file: resolve(env) } : { reason: `LAMINATE_CUDA_ADDON names ${resolve(env)}, which is not there` };
+  const built = join(packageRoot, 'build-cuda', 'Release', 'laminate.node');
+  if (existsSync(built)) return { file: built };
+  const require = createRequire(import.meta.url);
+  let manifest: string;
+  try {
+    manifest = require.resolve(`${cudaPackageName}/package.json`);
+  } catch {
+    return {
+      reason:
+        `no CUDA build: install the prebuilt one (npm install ${cudaPackageName}@${version()}; it needs only the NVIDIA driver), ` +
+        'or build it from source where nvcc is installed (npm run build:cuda)',
+    };
+  }
+  const found = (require(manifest) as { version?: string }).version;
+  if (found !== version()) return { reason: `${cudaPackageName} ${found} does not match laminate ${version()} (npm install ${cudaPackageName}@${version()})` };
+  return { file: join(dirname(manifest), 'laminate.node') };
+}
+
+function version(): string {
+  return (createRequire(import.meta.url)(join(packageRoot, 'package.json')) as { version: string }).version;
+}
+
+/** The CUDA variant of the addon (see findCudaAddon), or why it cannot be loaded. */
 export function cudaAddon(): { addon?: NativeAddon; reason?: string } {
   if (!cuda) {
-    const env = process.env['LAMINATE_CUDA_ADDON'];
-    const file = env ? resolve(env) : join(packageRoot, 'build-cuda', 'Release', 'laminate.node');
-    if (!existsSync(file)) cuda = { reason: `the CUDA build is not there (${file}); run \`npm run build:cuda\` where nvcc is installed` };
+    const { file, reason } = findCudaAddon();
+    if (!file) cuda = { reason: reason! };
     else {
       try {
         const loaded = createRequire(import.meta.url)(file) as NativeAddon;
