@@ -176,8 +176,8 @@ export function native(): NativeAddon {
       addon = load(packageRoot);
     } catch (e) {
       throw new Error(
-        `laminate: the native addon could not be loaded (${(e as Error).message}). ` +
-          'Run `npm rebuild laminate` to build it from source.',
+        `laminate: the native addon could not be loaded on ${process.platform}-${process.arch} (${(e as Error).message}). ` +
+          'Run `npm rebuild laminate --build-from-source` to build it from source (that needs python3, make and a C++17 compiler).',
         { cause: e },
       );
     }
@@ -188,7 +188,7 @@ export function native(): NativeAddon {
 let cuda: { addon?: NativeAddon; reason?: string } | undefined;
 
 /** The npm package that holds the prebuilt CUDA variant for this platform (opt-in:
- * `npm install laminate-cuda-linux-x64`), built from packages/cuda/ by npm run prebuild:cuda. */
+ * `npm install laminate-cuda-linux-x64`), built from packages/cuda/ by npm run prebuilds:cuda. */
 export const cudaPackageName = `laminate-cuda-${process.platform}-${process.arch}`;
 
 /** Where the CUDA variant is: LAMINATE_CUDA_ADDON (such as the simulator build,

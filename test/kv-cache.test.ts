@@ -98,6 +98,23 @@ describe('KV cache formats', () => {
     expect(await bytes('q8')).toBe((f16 * (headDim + 4)) / (2 * headDim));
   });
 
+  it('a load whose weights and full KV cache exceed the memory is refused, giving both sizes', async () => {
+    const headDim = SPEC.hidden / SPEC.heads;
+    // 2^40 positions: 1 TiB of positions times 288 bytes, more than any machine has
+    const tokens = 2 ** 40;
+    const perToken = { f16: SPEC.layers * 2 * SPEC.kvHeads * headDim * 2, q8: SPEC.layers * 2 * SPEC.kvHeads * (headDim + 4) };
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+    const err = await loadModel(dir, { threads: 1, kvCacheTokens: tokens }).then(() => null, (e: Error) => e);
+    expect(err).toBeInstanceOf(RangeError);
+    expect(err!.message).toContain(`a f16 KV cache of ${tokens} tokens ${gib(tokens * perToken.f16)} (kvCacheType 'q8' would take ${gib(tokens * perToken.q8)})`);
+    expect(err!.message).toMatch(/the weights take 0\.\d+ GiB .* where this machine.* has \d+\.\d GiB/);
+    const q8 = await loadModel(dir, { threads: 1, kvCacheTokens: tokens, kvCacheType: 'q8' }).then(() => null, (e: Error) => e);
+    expect(q8!.message).toContain(`a q8 KV cache of ${tokens} tokens ${gib(tokens * perToken.q8)}, `);
+    // the default context fits, and what fits loads
+    await using model = await loadModel(dir, { threads: 1, kvCacheTokens: 1 << 20 });
+    expect(model.info.kvCacheType).toBe('f16');
+  });
+
   it('rejects an unknown format, and q8 on a GPU', async () => {
     await expect(loadModel(dir, { kvCacheType: 'q4' as never })).rejects.toThrow(/kvCacheType must be 'f16' or 'q8' \(got q4\)/);
     await expect(loadModel(dir, { kvCacheType: 'q8', device: 'cuda' })).rejects.toThrow(/'q8' is supported on the CPU only/);

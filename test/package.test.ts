@@ -41,7 +41,7 @@ let packedFiles: string[] = [];
 beforeAll(() => {
   // (re)built when missing or older than a native source
   if (!existsSync(platformDir) || readdirSync(platformDir).length === 0 || newest(platformDir) < newest(join(projectRoot, 'native')))
-    execFileSync(process.execPath, [npmCli(), 'run', 'prebuild'], { cwd: projectRoot, stdio: 'ignore' });
+    execFileSync(process.execPath, [npmCli(), 'run', 'prebuilds'], { cwd: projectRoot, stdio: 'ignore' });
   const packed = execFileSync(process.execPath, [npmCli(), 'pack', '--json', '--pack-destination', work], { cwd: projectRoot, encoding: 'utf8' });
   const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('['))) as [{ filename: string; files: { path: string }[] }];
   tarball = join(work, filename);

@@ -1,7 +1,9 @@
 // loadModel: a directory on disk becomes a running model. Reads config.json and the
 // safetensors headers, checks them, builds the layer plan, maps the weights in native
 // code and touches them off the JS thread (with progress and abort).
+import { readFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { abortError, FormatError } from '../errors.js';
@@ -87,7 +89,7 @@ async function generationEos(dir: string): Promise<number[]> {
  * The engine on the device asked for. 'auto' tries a real GPU (not the simulator) and falls
  * back to the CPU when the CUDA engine cannot be made (for instance, too little free memory).
  */
-function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda: CudaInfo | undefined, deviceIndex: number, asked: string): NativeEngine {
+function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda: CudaInfo | undefined, deviceIndex: number, asked: string, weightBytes: number): NativeEngine {
   if (want !== 'cpu' && cuda) {
     const addon = cudaAddon().addon;
     if (addon && cuda.devices.length > 0 && (want === 'cuda' || !cuda.simulated)) {
@@ -98,7 +100,44 @@ function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda
       }
     }
   }
+  checkHostMemory(spec, weightBytes);
   return new (native().Engine)({ ...spec, device: 'cpu' });
+}
+
+/** Bytes of the CPU engine's KV cache for `tokens` positions (whole pages of 16). */
+export function kvCacheBytes(spec: Pick<NativeModelSpec, 'layers' | 'shape' | 'kvPageSize'>, tokens: number, type: 'f16' | 'q8'): number {
+  const perHead = type === 'q8' ? spec.shape.headDim + 4 : 2 * spec.shape.headDim; // int8 codes and a float scale, or half floats
+  return spec.layers.length * 2 * spec.shape.numKeyValueHeads * perHead * Math.ceil(tokens / spec.kvPageSize) * spec.kvPageSize;
+}
+
+/** The memory this process may use: the machine's, or its cgroup's limit where lower (a container's). */
+function memoryLimit(): number {
+  let limit = totalmem();
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    try {
+      const value = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isFinite(value) && value > 0) limit = Math.min(limit, value);
+    } catch {
+      // not there (not Linux, or another cgroup layout), or 'max'
+    }
+  }
+  return limit;
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 1)} GiB`;
+
+/** On the CPU, the weights (mapped from their files) and a full KV cache must fit in memory. */
+function checkHostMemory(spec: NativeModelSpec, weightBytes: number): void {
+  const type = spec.kvCacheType ?? 'f16';
+  const cache = kvCacheBytes(spec, spec.kvCacheTokens, type);
+  const limit = memoryLimit();
+  if (weightBytes + cache <= limit) return;
+  const q8 = type === 'f16' ? ` (kvCacheType 'q8' would take ${gib(kvCacheBytes(spec, spec.kvCacheTokens, 'q8'))})` : '';
+  throw new RangeError(
+    `loadModel: not enough memory: the weights take ${gib(weightBytes)} and a ${type} KV cache of ${spec.kvCacheTokens} tokens ${gib(cache)}${q8}, ` +
+      `${gib(weightBytes + cache)} in all, where this machine${limit < totalmem() ? "'s memory limit (cgroup)" : ''} has ${gib(limit)}. ` +
+      'Give a smaller contextSize or kvCacheTokens, or kvCacheType \'q8\'.',
+  );
 }
 
 /** What a load reads: a model directory, or a passthrough merge of several. */
@@ -192,7 +231,7 @@ export async function openModel(read: () => Promise<ModelSource>, options: LoadO
   const kvCacheType = options.kvCacheType ?? 'f16';
   const spec = resolvePlan(config, checkpoint, plan, { isa, threads, contextSize, kvCacheTokens, kvPageSize: 16, kvCacheType });
 
-  const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', cuda, deviceIndex, device);
+  const engine = createEngine(spec, gpu ? 'cuda' : device === 'auto' ? 'auto' : 'cpu', cuda, deviceIndex, device, checkpoint.bytes);
   const abort = abortFlag(signal);
   try {
     await engine.prefault(onProgress ? (loaded, total) => onProgress({ phase: 'weights', loaded, total }) : undefined, abort.flag);
