@@ -96,7 +96,8 @@ describe.skipIf(reason !== '')(`the linux-arm64 binary under emulation${reason ?
       }
     const plain = (l: ReturnType<typeof layerArrays>) => ({ ...l, qWeight: Array.from(l.qWeight), qInvperm: Array.from(l.qInvperm), qScale: Array.from(l.qScale), qScaleMax: Array.from(l.qScaleMax), qGroups: Array.from(l.qGroups) });
     out = probe({
-      models: ckpts.map((c, i) => ({ dir: c.dir, tokens: tokens[i] })),
+      // every model with the half-float KV cache, the first also with the int8 one
+      models: [...ckpts.map((c, i) => ({ dir: c.dir, tokens: tokens[i], kvCacheType: 'f16' })), { dir: ckpts[0]!.dir, tokens: tokens[0], kvCacheType: 'q8' }],
       exl2: [...layers.map((l) => ({ layer: plain(l.layer), x: Array.from(l.x), m: l.m })), { layer: plain(exact.layer), x: Array.from(exact.x), m: exact.rows }],
     });
   }, 900_000);
@@ -115,24 +116,24 @@ describe.skipIf(reason !== '')(`the linux-arm64 binary under emulation${reason ?
     expect(symbols).not.toMatch(/GLIBCXX|CXXABI/);
   });
 
-  it('gives logits within the dense tolerance of the float64 reference, for F32, F16 and BF16, with every kernel family', () => {
-    for (const [i, ckpt] of ckpts.entries()) {
-      const want = referenceLogits(ckpt, tokens[i]!);
+  it('gives logits within the dense tolerance of the float64 reference, for F32, F16 and BF16 and both KV cache formats, with every kernel family', () => {
+    for (const [run, i, storage] of [...ckpts.map((_, i) => [i, i, 'f16'] as const), [ckpts.length, 0, 'q8'] as const]) {
+      const want = referenceLogits(ckpts[i]!, tokens[i]!, storage);
       const vocab = MODELS[i]!.vocab;
       for (const isa of out.cpu.isas) {
-        const got = out.models[i]![isa]!;
+        const got = out.models[run]![isa]!;
         expect(got.info).toBe(isa);
         for (let p = 0; p < want.length; p++) {
           const row = want[p]!;
           const scale = Math.max(1, ...row.map(Math.abs));
           let err = 0;
           for (let v = 0; v < vocab; v++) err = Math.max(err, Math.abs(got.logits[p * vocab + v]! - row[v]!) / scale);
-          expect(err, `${MODELS[i]!.dtype}, ${isa}, position ${p}`).toBeLessThan(LOGIT_TOLERANCE);
+          expect(err, `${MODELS[i]!.dtype}, ${storage} cache, ${isa}, position ${p}`).toBeLessThan(LOGIT_TOLERANCE);
         }
       }
       // the families agree on greedy decoding
-      expect(out.models[i]!['neon']!.generated).toEqual(out.models[i]!['scalar']!.generated);
-      expect(out.models[i]!['neondot']!.generated).toEqual(out.models[i]!['scalar']!.generated);
+      expect(out.models[run]!['neon']!.generated).toEqual(out.models[run]!['scalar']!.generated);
+      expect(out.models[run]!['neondot']!.generated).toEqual(out.models[run]!['scalar']!.generated);
     }
   });
 

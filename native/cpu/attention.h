@@ -38,5 +38,6 @@ using AttentionFn = void (*)(const AttentionJob& job);
 void attention_scalar(const AttentionJob& job);
 void attention_avx2(const AttentionJob& job);
 void attention_avx512(const AttentionJob& job);
+void attention_neon(const AttentionJob& job);
 
 }  // namespace laminate

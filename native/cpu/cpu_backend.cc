@@ -43,6 +43,9 @@ static AttentionFn pick_attention(Isa isa) {
   if (vector_family(isa) == Isa::Avx512) return attention_avx512;
   if (vector_family(isa) == Isa::Avx2) return attention_avx2;
 #endif
+#ifdef LAMINATE_ARM64_KERNELS
+  if (vector_family(isa) == Isa::Neon) return attention_neon;
+#endif
   (void)isa;
   return attention_scalar;
 }

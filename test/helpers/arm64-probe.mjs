@@ -1,7 +1,7 @@
 // Run by test/arm64.test.ts with an arm64 Node under qemu-user (PREBUILDS_ONLY=1, so that
 // the package loads prebuilds/linux-arm64/ and not the x86-64 build/): the job file names
 // model directories and EXL2 cases; the results (the CPU's kernel families, logits of every
-// position per model and family, EXL2 outputs per case and family) go to the output file.
+// position per model (and KV cache format) and family, EXL2 outputs per case and family) go to the output file.
 //
 //   node test/helpers/arm64-probe.mjs job.json out.json
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -14,10 +14,10 @@ const job = JSON.parse(readFileSync(jobFile, 'utf8'));
 const cpu = cpuInfo();
 const out = { arch: process.arch, cpu, models: [], exl2: [] };
 
-for (const { dir, tokens } of job.models ?? []) {
+for (const { dir, tokens, kvCacheType } of job.models ?? []) {
   const perIsa = {};
   for (const isa of cpu.isas) {
-    const model = await loadModel(dir, { isa, threads: 2 });
+    const model = await loadModel(dir, { isa, threads: 2, kvCacheType });
     const logits = await model.forward(tokens, { allLogits: true });
     const { tokens: generated } = await model.generate({ tokens: tokens.slice(0, 4), maxTokens: 6, stopAtEos: false });
     perIsa[isa] = { logits: Array.from(logits), generated, info: model.info.isa };
