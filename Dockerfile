@@ -9,8 +9,8 @@
 # the physical cores the container may run on (its CPU affinity, as --cpuset-cpus sets it);
 # a --cpus quota is not seen, so pass --threads N with it. The server's JavaScript thread
 # (HTTP, streaming) wants a core too: on a small machine --threads one less than the cores
-# serves faster. linux/amd64 only: binding.gyp always compiles the AVX2/AVX-512 kernels
-# (on an arm64 host: docker build --platform linux/amd64).
+# serves faster. linux/amd64 and linux/arm64: binding.gyp compiles the AVX2/AVX-512 or
+# the NEON kernels for the image's architecture.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -22,10 +22,11 @@ RUN apt-get update \
 WORKDIR /app
 # node-gyp uses the image's own headers (/usr/local/include/node) instead of downloading them.
 ENV npm_config_nodedir=/usr/local
-# Everything `npm ci` needs: its install script builds the addon (node-gyp-build finds no
-# prebuilt binary, prebuilds/ is not copied, so it runs node-gyp), and its prepare script
-# compiles lib/ into dist/.
+# Everything `npm ci` needs: its install script (scripts/install.cjs) builds the addon
+# (prebuilds/ is not copied, so no prebuilt binary matches and it runs node-gyp), and its
+# prepare script compiles lib/ into dist/.
 COPY package.json package-lock.json binding.gyp CMakeLists.txt tsconfig.json ./
+COPY scripts/install.cjs scripts/
 COPY native/ native/
 COPY lib/ lib/
 RUN npm ci --no-audit --no-fund \
