@@ -105,7 +105,7 @@ function createEngine(spec: NativeModelSpec, want: 'cpu' | 'cuda' | 'auto', cuda
 }
 
 /** Bytes of the CPU engine's KV cache for `tokens` positions (whole pages of 16). */
-export function kvCacheBytes(spec: Pick<NativeModelSpec, 'layers' | 'shape' | 'kvPageSize'>, tokens: number, type: 'f16' | 'q8'): number {
+function kvCacheBytes(spec: Pick<NativeModelSpec, 'layers' | 'shape' | 'kvPageSize'>, tokens: number, type: 'f16' | 'q8'): number {
   const perHead = type === 'q8' ? spec.shape.headDim + 4 : 2 * spec.shape.headDim; // int8 codes and a float scale, or half floats
   return spec.layers.length * 2 * spec.shape.numKeyValueHeads * perHead * Math.ceil(tokens / spec.kvPageSize) * spec.kvPageSize;
 }
